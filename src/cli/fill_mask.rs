@@ -1,0 +1,54 @@
+//! `ptune fill-mask`: top-k tokens at each [MASK] of a text.
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use ptune::error::Result;
+use ptune::model::ModelDir;
+use ptune::model::fill_mask::fill_mask;
+
+use super::{BackendArgs, Job, run_job};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Text with one or more [MASK] tokens.
+    text: String,
+    #[arg(long, default_value_os_t = super::default_model())]
+    model: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+struct FillMask(Args);
+
+impl Job for FillMask {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let dir = ModelDir::open(&a.model)?;
+        let tokenizer = dir.tokenizer()?;
+        let model = dir.load::<B::InnerBackend>(&device)?;
+        let preds = fill_mask(&model, &tokenizer, &a.text, a.top_k, &device)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&preds).expect("serialisable"));
+            return Ok(());
+        }
+        for p in preds {
+            println!("[MASK] at position {}:", p.position);
+            for (rank, (tok, id, prob)) in p.candidates.iter().enumerate() {
+                println!("  {:>2}  {:<12} {:>6}  {:.4}", rank + 1, tok, id, prob);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    run_job(&args.backend.clone(), FillMask(args))
+}

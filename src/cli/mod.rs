@@ -1,0 +1,60 @@
+//! Command-line interface: argument parsing, backend choice, and one small file per subcommand.
+
+mod backend;
+mod fill_mask;
+mod inspect;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use backend::{BackendArgs, Job, run_job};
+
+#[derive(Parser)]
+#[command(name = "ptune", version, about = "Few-shot text classification with BERT masked LMs by P-tuning")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a checkpoint's config, parameter count, dtypes and files.
+    Inspect(inspect::Args),
+    /// Predict the tokens at each [MASK] of a text.
+    FillMask(fill_mask::Args),
+}
+
+/// Parses the arguments, runs the command, and returns the process exit code:
+/// 0 on success, 2 on any error (printed as one line on stderr).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::FillMask(a) => fill_mask::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+/// A path shipped in `assets/`: relative to the working directory when it exists there
+/// (running from a checkout), else next to the sources this binary was built from.
+pub fn asset_path(rel: &str) -> PathBuf {
+    let local = PathBuf::from(rel);
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub const DEFAULT_MODEL: &str = "assets/models/zh-mini";
+pub const DEFAULT_DATA: &str = "assets/data/reviews";
+
+pub fn default_model() -> PathBuf {
+    asset_path(DEFAULT_MODEL)
+}

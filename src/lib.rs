@@ -1,0 +1,15 @@
+//! ptune: few-shot text classification with BERT masked LMs by P-tuning.
+//!
+//! Layers (dependencies point down): `cli` → `train` / `serve` → `model`, `prompt`, `data`
+//! → `tokenizer`, `error`. See ARCHITECTURE.md.
+
+pub mod error;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+
+/// The default CPU backend (burn's pure-Rust Flex backend).
+pub type Cpu = burn::backend::Flex;
+/// The default CPU backend with autodiff, for training.
+pub type CpuTrain = burn::backend::Autodiff<Cpu>;

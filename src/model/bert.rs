@@ -1,0 +1,405 @@
+//! BERT with its masked-LM head, mirroring transformers' `BertForMaskedLM`.
+//!
+//! Struct and field names follow the Hugging Face weight keys (`bert.encoder.layer.3.attention.
+//! self.query.weight` lives in `bert.encoder.layer[3].attention.self_attention.query.weight`),
+//! so loading and saving are straight mappings. Dropout is active exactly when the backend
+//! tracks gradients (burn's convention); the inference path uses burn's fused attention.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, Embedding, LayerNorm, Linear};
+use burn::tensor::activation::{gelu, relu, softmax, tanh};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor};
+
+use super::config::{Activation, BertConfig};
+use super::weights::{Weights, to_host, transpose};
+
+/// Which keys are padding, in the two forms the attention paths need.
+#[derive(Clone, Debug)]
+pub struct AttentionMask<B: Backend> {
+    /// `[batch, 1, 1, len]`: 0 for tokens, a large negative number for padding.
+    bias: Tensor<B, 4>,
+    /// `[batch, 1, 1, len]`: true for padding.
+    pad: Tensor<B, 4, Bool>,
+}
+
+impl<B: Backend> AttentionMask<B> {
+    /// From a Hugging Face style `attention_mask` `[batch, len]` (1 = token, 0 = padding).
+    pub fn new(attention_mask: Tensor<B, 2, Int>) -> Self {
+        let [b, l] = attention_mask.dims();
+        let pad = attention_mask.equal_elem(0).reshape([b, 1, 1, l]);
+        // exp(-1e9 - max) is exactly 0 in f32, as with transformers' finfo.min.
+        let bias = Tensor::<B, 4>::zeros([b, 1, 1, l], &pad.device()).mask_fill(pad.clone(), -1e9);
+        AttentionMask { bias, pad }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEmbeddings<B: Backend> {
+    pub word_embeddings: Embedding<B>,
+    pub position_embeddings: Embedding<B>,
+    pub token_type_embeddings: Embedding<B>,
+    pub layer_norm: LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> BertEmbeddings<B> {
+    /// `inputs_embeds` + position + token-type embeddings, LayerNorm, dropout
+    /// (transformers' `BertEmbeddings.forward` with `inputs_embeds`).
+    pub fn forward(&self, inputs_embeds: Tensor<B, 3>, token_type_ids: Option<Tensor<B, 2, Int>>) -> Tensor<B, 3> {
+        let [_, l, h] = inputs_embeds.dims();
+        let pos = self.position_embeddings.weight.val().slice([0..l]).reshape([1, l, h]);
+        let types = match token_type_ids {
+            Some(ids) => self.token_type_embeddings.forward(ids),
+            None => self.token_type_embeddings.weight.val().slice([0..1]).reshape([1, 1, h]),
+        };
+        let x = inputs_embeds + pos + types;
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertSelfAttention<B: Backend> {
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub dropout: Dropout,
+    pub num_heads: usize,
+}
+
+impl<B: Backend> BertSelfAttention<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
+        let [b, l, h] = x.dims();
+        let nh = self.num_heads;
+        let split = |t: Tensor<B, 3>| t.reshape([b, l, nh, h / nh]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        let context = if B::ad_enabled(&q.device()) {
+            // Training: explicit softmax so attention dropout can be applied, as transformers does.
+            let scale = 1.0 / ((h / nh) as f64).sqrt();
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.bias.clone();
+            let probs = self.dropout.forward(softmax(scores, 3));
+            probs.matmul(v)
+        } else {
+            let pad = mask.pad.clone().expand([b, nh, l, l]);
+            attention(q, k, v, Some(pad), None, AttentionModuleOptions::default())
+        };
+        context.swap_dims(1, 2).reshape([b, l, h])
+    }
+}
+
+/// Dense + dropout + residual + LayerNorm (transformers' `BertSelfOutput` and `BertOutput`).
+#[derive(Module, Debug)]
+pub struct BertResidualOutput<B: Backend> {
+    pub dense: Linear<B>,
+    pub layer_norm: LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> BertResidualOutput<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.layer_norm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertAttention<B: Backend> {
+    /// HF key `attention.self`.
+    pub self_attention: BertSelfAttention<B>,
+    pub output: BertResidualOutput<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct BertIntermediate<B: Backend> {
+    pub dense: Linear<B>,
+    pub act: ActivationKind,
+}
+
+/// `hidden_act` as a module-friendly value.
+#[derive(Debug, Clone, Copy)]
+pub enum ActivationKind {
+    Gelu,
+    GeluTanh,
+    Relu,
+}
+
+impl From<Activation> for ActivationKind {
+    fn from(a: Activation) -> Self {
+        match a {
+            Activation::Gelu => ActivationKind::Gelu,
+            Activation::GeluTanh => ActivationKind::GeluTanh,
+            Activation::Relu => ActivationKind::Relu,
+        }
+    }
+}
+
+impl ActivationKind {
+    pub fn apply<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            ActivationKind::Gelu => gelu(x),
+            ActivationKind::Relu => relu(x),
+            ActivationKind::GeluTanh => {
+                // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+                let inner = (x.clone() + x.clone().powf_scalar(3.0).mul_scalar(0.044715))
+                    .mul_scalar((2.0f64 / std::f64::consts::PI).sqrt());
+                x.clone().mul_scalar(0.5) * (tanh(inner) + 1.0)
+            }
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer<B: Backend> {
+    pub attention: BertAttention<B>,
+    pub intermediate: BertIntermediate<B>,
+    pub output: BertResidualOutput<B>,
+}
+
+impl<B: Backend> BertLayer<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
+        let a = self.attention.self_attention.forward(x.clone(), mask);
+        let a = self.attention.output.forward(a, x);
+        let i = self.intermediate.act.apply(self.intermediate.dense.forward(a.clone()));
+        self.output.forward(i, a)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder<B: Backend> {
+    pub layer: Vec<BertLayer<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct BertModel<B: Backend> {
+    pub embeddings: BertEmbeddings<B>,
+    pub encoder: BertEncoder<B>,
+}
+
+/// `cls.predictions.transform`.
+#[derive(Module, Debug)]
+pub struct BertPredictionHeadTransform<B: Backend> {
+    pub dense: Linear<B>,
+    pub act: ActivationKind,
+    pub layer_norm: LayerNorm<B>,
+}
+
+/// `cls.predictions`: transform, then the decoder (tied to the word embeddings unless the
+/// checkpoint carries a different matrix) plus a per-token bias.
+#[derive(Module, Debug)]
+pub struct BertLMPredictionHead<B: Backend> {
+    pub transform: BertPredictionHeadTransform<B>,
+    /// Untied decoder weight `[vocab, hidden]`; `None` when tied to the word embeddings.
+    pub decoder: Option<Param<Tensor<B, 2>>>,
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+#[derive(Module, Debug)]
+pub struct BertOnlyMLMHead<B: Backend> {
+    pub predictions: BertLMPredictionHead<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct BertForMaskedLM<B: Backend> {
+    pub bert: BertModel<B>,
+    pub cls: BertOnlyMLMHead<B>,
+}
+
+impl<B: Backend> BertForMaskedLM<B> {
+    /// Word-embedding lookup (the `inputs_embeds` a caller may edit before [`Self::encode`]).
+    pub fn embed_tokens(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.bert.embeddings.word_embeddings.forward(input_ids)
+    }
+
+    /// Last hidden state `[batch, len, hidden]` from input embeddings.
+    pub fn encode(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        token_type_ids: Option<Tensor<B, 2, Int>>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.bert.embeddings.forward(inputs_embeds, token_type_ids);
+        for layer in &self.bert.encoder.layer {
+            x = layer.forward(x, mask);
+        }
+        x
+    }
+
+    /// The decoder matrix `[vocab, hidden]`.
+    pub fn decoder_weight(&self) -> Tensor<B, 2> {
+        match &self.cls.predictions.decoder {
+            Some(w) => w.val(),
+            None => self.bert.embeddings.word_embeddings.weight.val(),
+        }
+    }
+
+    /// The head's transform (dense, activation, LayerNorm) on hidden states `[n, hidden]`.
+    pub fn head_transform(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        let t = &self.cls.predictions.transform;
+        t.layer_norm.forward(t.act.apply(t.dense.forward(hidden)))
+    }
+
+    /// MLM logits over the whole vocabulary for hidden states `[n, hidden]`.
+    pub fn mlm_logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        let h = self.head_transform(hidden);
+        let bias = self.cls.predictions.bias.val().unsqueeze_dim(0);
+        h.matmul(self.decoder_weight().transpose()) + bias
+    }
+
+    /// MLM logits restricted to some token ids (`[n, hidden]` → `[n, ids.len()]`): the same
+    /// numbers as the full logits' columns, without computing the other 21k columns.
+    pub fn mlm_logits_for(&self, hidden: Tensor<B, 2>, token_ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let h = self.head_transform(hidden);
+        let w = self.decoder_weight().select(0, token_ids.clone());
+        let bias = self.cls.predictions.bias.val().select(0, token_ids).unsqueeze_dim(0);
+        h.matmul(w.transpose()) + bias
+    }
+
+    /// Full forward like `BertForMaskedLM(input_ids, attention_mask)`: logits `[batch, len, vocab]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, l] = input_ids.dims();
+        let mask = AttentionMask::new(attention_mask);
+        let hidden = self.encode(self.embed_tokens(input_ids), None, &mask);
+        let h = hidden.dims()[2];
+        let logits = self.mlm_logits(hidden.reshape([b * l, h]));
+        let v = logits.dims()[1];
+        logits.reshape([b, l, v])
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.bert.embeddings.word_embeddings.weight.dims()[1]
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.bert.embeddings.word_embeddings.weight.dims()[0]
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.bert.embeddings.position_embeddings.weight.dims()[0]
+    }
+
+    /// Builds the model from checkpoint tensors (keys already canonical, see [`Weights`]).
+    pub fn from_weights(config: &BertConfig, w: &mut Weights, device: &B::Device) -> Self {
+        let (h, v, eps) = (config.hidden_size, config.vocab_size, config.layer_norm_eps);
+        let hidden_dropout = Dropout { prob: config.hidden_dropout_prob };
+        let act = ActivationKind::from(config.hidden_act);
+        let embeddings = BertEmbeddings {
+            word_embeddings: w.embedding("bert.embeddings.word_embeddings.weight", v, h, device),
+            position_embeddings: w.embedding(
+                "bert.embeddings.position_embeddings.weight",
+                config.max_position_embeddings,
+                h,
+                device,
+            ),
+            token_type_embeddings: w.embedding(
+                "bert.embeddings.token_type_embeddings.weight",
+                config.type_vocab_size,
+                h,
+                device,
+            ),
+            layer_norm: w.layer_norm("bert.embeddings.LayerNorm", h, eps, device),
+            dropout: hidden_dropout.clone(),
+        };
+        let layer = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("bert.encoder.layer.{i}");
+                BertLayer {
+                    attention: BertAttention {
+                        self_attention: BertSelfAttention {
+                            query: w.linear(&format!("{p}.attention.self.query"), h, h, device),
+                            key: w.linear(&format!("{p}.attention.self.key"), h, h, device),
+                            value: w.linear(&format!("{p}.attention.self.value"), h, h, device),
+                            dropout: Dropout { prob: config.attention_probs_dropout_prob },
+                            num_heads: config.num_attention_heads,
+                        },
+                        output: BertResidualOutput {
+                            dense: w.linear(&format!("{p}.attention.output.dense"), h, h, device),
+                            layer_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps, device),
+                            dropout: hidden_dropout.clone(),
+                        },
+                    },
+                    intermediate: BertIntermediate {
+                        dense: w.linear(&format!("{p}.intermediate.dense"), h, config.intermediate_size, device),
+                        act,
+                    },
+                    output: BertResidualOutput {
+                        dense: w.linear(&format!("{p}.output.dense"), config.intermediate_size, h, device),
+                        layer_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps, device),
+                        dropout: hidden_dropout.clone(),
+                    },
+                }
+            })
+            .collect();
+        let transform = BertPredictionHeadTransform {
+            dense: w.linear("cls.predictions.transform.dense", h, h, device),
+            act,
+            layer_norm: w.layer_norm("cls.predictions.transform.LayerNorm", h, eps, device),
+        };
+        // The decoder is normally tied (and then omitted from safetensors); keep a separate
+        // matrix only when the checkpoint carries one that differs from the embeddings.
+        let word = to_host(embeddings.word_embeddings.weight.val()).1;
+        let decoder = w
+            .take_optional("cls.predictions.decoder.weight", &[v, h])
+            .filter(|d| *d != word)
+            .map(|d| super::weights::new_param("cls.predictions.decoder.weight", d, [v, h], device));
+        let decoder_bias = w.take_optional("cls.predictions.decoder.bias", &[v]);
+        let bias = if w.contains("cls.predictions.bias") || decoder_bias.is_none() {
+            w.param("cls.predictions.bias", [v], device)
+        } else {
+            super::weights::new_param("cls.predictions.bias", decoder_bias.unwrap(), [v], device)
+        };
+        BertForMaskedLM {
+            bert: BertModel { embeddings, encoder: BertEncoder { layer } },
+            cls: BertOnlyMLMHead { predictions: BertLMPredictionHead { transform, decoder, bias } },
+        }
+    }
+
+    /// The weights under their Hugging Face names and layouts (tied decoder omitted), ready
+    /// to be written as a `model.safetensors` that transformers loads.
+    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        let mut put = |k: String, t: (Vec<usize>, Vec<f32>)| out.push((k, t.0, t.1));
+        fn linear<B: Backend>(l: &Linear<B>) -> [(Vec<usize>, Vec<f32>); 2] {
+            let (s, d) = to_host(l.weight.val());
+            let w = (vec![s[1], s[0]], transpose(&d, s[0], s[1]));
+            let b = to_host(l.bias.as_ref().expect("BERT linears have a bias").val());
+            [w, b]
+        }
+        let lin = |p: String, l: &Linear<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
+            let [w, b] = linear(l);
+            put(format!("{p}.weight"), w);
+            put(format!("{p}.bias"), b);
+        };
+        let ln = |p: String, l: &LayerNorm<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
+            put(format!("{p}.weight"), to_host(l.gamma.val()));
+            put(format!("{p}.bias"), to_host(l.beta.as_ref().expect("BERT LayerNorms have a bias").val()));
+        };
+        let e = &self.bert.embeddings;
+        put("bert.embeddings.word_embeddings.weight".into(), to_host(e.word_embeddings.weight.val()));
+        put("bert.embeddings.position_embeddings.weight".into(), to_host(e.position_embeddings.weight.val()));
+        put("bert.embeddings.token_type_embeddings.weight".into(), to_host(e.token_type_embeddings.weight.val()));
+        ln("bert.embeddings.LayerNorm".into(), &e.layer_norm, &mut put);
+        for (i, layer) in self.bert.encoder.layer.iter().enumerate() {
+            let p = format!("bert.encoder.layer.{i}");
+            let sa = &layer.attention.self_attention;
+            lin(format!("{p}.attention.self.query"), &sa.query, &mut put);
+            lin(format!("{p}.attention.self.key"), &sa.key, &mut put);
+            lin(format!("{p}.attention.self.value"), &sa.value, &mut put);
+            lin(format!("{p}.attention.output.dense"), &layer.attention.output.dense, &mut put);
+            ln(format!("{p}.attention.output.LayerNorm"), &layer.attention.output.layer_norm, &mut put);
+            lin(format!("{p}.intermediate.dense"), &layer.intermediate.dense, &mut put);
+            lin(format!("{p}.output.dense"), &layer.output.dense, &mut put);
+            ln(format!("{p}.output.LayerNorm"), &layer.output.layer_norm, &mut put);
+        }
+        let pr = &self.cls.predictions;
+        lin("cls.predictions.transform.dense".into(), &pr.transform.dense, &mut put);
+        ln("cls.predictions.transform.LayerNorm".into(), &pr.transform.layer_norm, &mut put);
+        if let Some(d) = &pr.decoder {
+            put("cls.predictions.decoder.weight".into(), to_host(d.val()));
+        }
+        put("cls.predictions.bias".into(), to_host(pr.bias.val()));
+        out
+    }
+}

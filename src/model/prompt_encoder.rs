@@ -1,0 +1,279 @@
+//! Prompt encoders: the small trainable network whose outputs are the continuous prompt
+//! vectors spliced into the frozen LM's input embeddings.
+//!
+//! Weight names and layouts are those of the PyTorch reference module
+//! (`embedding.weight`, `lstm.weight_ih_l0[_reverse]`, `mlp.0.weight`, ...), so a state
+//! dict moves between the two unchanged.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use burn::module::{Module, Param};
+use burn::nn::{BiLstm, BiLstmConfig, Linear, Lstm};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use super::tensors::RawTensor;
+use super::weights::{new_param, to_host, transpose};
+use crate::error::{Error, Result};
+
+/// Which network produces the prompt vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptEncoderKind {
+    /// Embedding → 2-layer BiLSTM (H/2 per direction) → Linear-ReLU-Linear (P-tuning).
+    Lstm,
+    /// Embedding → Linear-ReLU-Linear.
+    Mlp,
+    /// The prompt vectors themselves are the parameters.
+    Embedding,
+}
+
+impl FromStr for PromptEncoderKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "lstm" => Ok(Self::Lstm),
+            "mlp" => Ok(Self::Mlp),
+            "embedding" => Ok(Self::Embedding),
+            _ => Err(format!("unknown prompt encoder \"{s}\" (expected lstm, mlp or embedding)")),
+        }
+    }
+}
+
+impl std::fmt::Display for PromptEncoderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Lstm => "lstm",
+            Self::Mlp => "mlp",
+            Self::Embedding => "embedding",
+        })
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct PromptMlp<B: Backend> {
+    pub linear1: Linear<B>,
+    pub linear2: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct PromptEncoder<B: Backend> {
+    /// `[n_prompts, hidden]`.
+    pub embedding: Param<Tensor<B, 2>>,
+    /// Two bidirectional layers for `lstm`, none otherwise.
+    pub lstm: Vec<BiLstm<B>>,
+    pub mlp: Option<PromptMlp<B>>,
+}
+
+impl<B: Backend> PromptEncoder<B> {
+    /// The prompt vectors `[n_prompts, hidden]`.
+    pub fn forward(&self) -> Tensor<B, 2> {
+        let x = self.embedding.val();
+        let [n, h] = x.dims();
+        let mut x3 = x.reshape([1, n, h]);
+        for layer in &self.lstm {
+            x3 = layer.forward(x3, None).0;
+        }
+        let x = x3.reshape([n, h]);
+        match &self.mlp {
+            Some(m) => m.linear2.forward(relu(m.linear1.forward(x))),
+            None => x,
+        }
+    }
+
+    pub fn kind(&self) -> PromptEncoderKind {
+        match (self.lstm.is_empty(), self.mlp.is_some()) {
+            (false, _) => PromptEncoderKind::Lstm,
+            (true, true) => PromptEncoderKind::Mlp,
+            (true, false) => PromptEncoderKind::Embedding,
+        }
+    }
+
+    pub fn n_prompts(&self) -> usize {
+        self.embedding.dims()[0]
+    }
+
+    /// A freshly initialised encoder, with PyTorch's default initialisation (LSTM and Linear
+    /// weights uniform in ±1/sqrt(fan)), its prompt embeddings copied from `init_rows`.
+    pub fn init(kind: PromptEncoderKind, init_rows: RawTensor, rng: &mut StdRng, device: &B::Device) -> Self {
+        let (n, h) = (init_rows.shape[0], init_rows.shape[1]);
+        let mut uniform = |len: usize, bound: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        let mut map = BTreeMap::new();
+        map.insert("embedding.weight".to_string(), init_rows);
+        if kind == PromptEncoderKind::Lstm {
+            let hd = h / 2;
+            let bound = 1.0 / (hd as f32).sqrt();
+            for layer in 0..2 {
+                for dir in ["", "_reverse"] {
+                    for (name, shape) in [
+                        ("weight_ih", vec![4 * hd, h]),
+                        ("weight_hh", vec![4 * hd, hd]),
+                        ("bias_ih", vec![4 * hd]),
+                        ("bias_hh", vec![4 * hd]),
+                    ] {
+                        let len = shape.iter().product();
+                        map.insert(format!("lstm.{name}_l{layer}{dir}"), RawTensor::new(shape, uniform(len, bound)));
+                    }
+                }
+            }
+        }
+        if kind != PromptEncoderKind::Embedding {
+            let bound = 1.0 / (h as f32).sqrt();
+            for i in ["0", "2"] {
+                map.insert(format!("mlp.{i}.weight"), RawTensor::new(vec![h, h], uniform(h * h, bound)));
+                map.insert(format!("mlp.{i}.bias"), RawTensor::new(vec![h], uniform(h, bound)));
+            }
+        }
+        debug_assert_eq!(map["embedding.weight"].shape, vec![n, h]);
+        Self::from_tensors(kind, &map, device).expect("freshly built tensors have the right shapes")
+    }
+
+    /// Builds an encoder of `kind` from tensors named as in the PyTorch module.
+    pub fn from_tensors(kind: PromptEncoderKind, map: &BTreeMap<String, RawTensor>, device: &B::Device) -> std::result::Result<Self, String> {
+        let get = |key: &str, shape: &[usize]| -> std::result::Result<Vec<f32>, String> {
+            let t = map.get(key).ok_or_else(|| format!("missing tensor \"{key}\""))?;
+            if t.shape != shape {
+                return Err(format!("tensor \"{key}\" has shape {:?}, expected {shape:?}", t.shape));
+            }
+            Ok(t.data.clone())
+        };
+        let emb = map.get("embedding.weight").ok_or("missing tensor \"embedding.weight\"")?;
+        if emb.shape.len() != 2 {
+            return Err("tensor \"embedding.weight\" must be 2-D".into());
+        }
+        let (n, h) = (emb.shape[0], emb.shape[1]);
+        let embedding = new_param("prompt.embedding.weight", emb.data.clone(), [n, h], device);
+        let mut lstm = Vec::new();
+        if kind == PromptEncoderKind::Lstm {
+            if h % 2 != 0 {
+                return Err(format!("the LSTM prompt encoder needs an even hidden size, got {h}"));
+            }
+            let hd = h / 2;
+            for layer in 0..2 {
+                let mut bi: BiLstm<B> = BiLstmConfig::new(h, hd, true).init(device);
+                for (dir, target) in [("", &mut bi.forward), ("_reverse", &mut bi.reverse)] {
+                    let k = |name: &str| format!("lstm.{name}_l{layer}{dir}");
+                    set_lstm(
+                        target,
+                        &k("weight_ih"),
+                        &get(&k("weight_ih"), &[4 * hd, h])?,
+                        &get(&k("weight_hh"), &[4 * hd, hd])?,
+                        &get(&k("bias_ih"), &[4 * hd])?,
+                        &get(&k("bias_hh"), &[4 * hd])?,
+                        h,
+                        hd,
+                        device,
+                    );
+                }
+                lstm.push(bi);
+            }
+        }
+        let mlp = if kind == PromptEncoderKind::Embedding {
+            None
+        } else {
+            let lin = |i: &str| -> std::result::Result<Linear<B>, String> {
+                let w = transpose(&get(&format!("mlp.{i}.weight"), &[h, h])?, h, h);
+                Ok(Linear {
+                    weight: new_param(&format!("prompt.mlp.{i}.weight"), w, [h, h], device),
+                    bias: Some(new_param(&format!("prompt.mlp.{i}.bias"), get(&format!("mlp.{i}.bias"), &[h])?, [h], device)),
+                })
+            };
+            Some(PromptMlp { linear1: lin("0")?, linear2: lin("2")? })
+        };
+        Ok(PromptEncoder { embedding, lstm, mlp })
+    }
+
+    /// The parameters under the PyTorch module's names and layouts.
+    pub fn named_tensors(&self) -> BTreeMap<String, RawTensor> {
+        let mut out = BTreeMap::new();
+        let mut put = |k: String, (shape, data): (Vec<usize>, Vec<f32>)| {
+            out.insert(k, RawTensor::new(shape, data));
+        };
+        put("embedding.weight".into(), to_host(self.embedding.val()));
+        for (layer, bi) in self.lstm.iter().enumerate() {
+            for (dir, l) in [("", &bi.forward), ("_reverse", &bi.reverse)] {
+                let [w_ih, w_hh, b_ih, b_hh] = get_lstm(l);
+                put(format!("lstm.weight_ih_l{layer}{dir}"), w_ih);
+                put(format!("lstm.weight_hh_l{layer}{dir}"), w_hh);
+                put(format!("lstm.bias_ih_l{layer}{dir}"), b_ih);
+                put(format!("lstm.bias_hh_l{layer}{dir}"), b_hh);
+            }
+        }
+        if let Some(m) = &self.mlp {
+            for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
+                let (s, d) = to_host(l.weight.val());
+                put(format!("mlp.{i}.weight"), (vec![s[1], s[0]], transpose(&d, s[0], s[1])));
+                put(format!("mlp.{i}.bias"), to_host(l.bias.as_ref().expect("bias").val()));
+            }
+        }
+        out
+    }
+}
+
+/// PyTorch packs the four gates as rows (input, forget, cell, output) of one matrix.
+const GATES: [usize; 4] = [0, 1, 2, 3];
+
+#[allow(clippy::too_many_arguments)]
+fn set_lstm<B: Backend>(
+    lstm: &mut Lstm<B>,
+    key: &str,
+    w_ih: &[f32],
+    w_hh: &[f32],
+    b_ih: &[f32],
+    b_hh: &[f32],
+    d_in: usize,
+    hd: usize,
+    device: &B::Device,
+) {
+    for g in GATES {
+        let gate = match g {
+            0 => &mut lstm.input_gate,
+            1 => &mut lstm.forget_gate,
+            2 => &mut lstm.cell_gate,
+            _ => &mut lstm.output_gate,
+        };
+        let rows = |m: &[f32], cols: usize| transpose(&m[g * hd * cols..(g + 1) * hd * cols], hd, cols);
+        let k = format!("prompt.{key}.gate{g}");
+        gate.input_transform.weight = new_param(&format!("{k}.wi"), rows(w_ih, d_in), [d_in, hd], device);
+        gate.hidden_transform.weight = new_param(&format!("{k}.wh"), rows(w_hh, hd), [hd, hd], device);
+        gate.input_transform.bias = Some(new_param(&format!("{k}.bi"), b_ih[g * hd..(g + 1) * hd].to_vec(), [hd], device));
+        gate.hidden_transform.bias = Some(new_param(&format!("{k}.bh"), b_hh[g * hd..(g + 1) * hd].to_vec(), [hd], device));
+    }
+}
+
+type Host = (Vec<usize>, Vec<f32>);
+
+fn get_lstm<B: Backend>(lstm: &Lstm<B>) -> [Host; 4] {
+    let gates = [&lstm.input_gate, &lstm.forget_gate, &lstm.cell_gate, &lstm.output_gate];
+    let mut w_ih = Vec::new();
+    let mut w_hh = Vec::new();
+    let mut b_ih = Vec::new();
+    let mut b_hh = Vec::new();
+    let (mut d_in, mut hd) = (0, 0);
+    for gate in gates {
+        let (s, d) = to_host(gate.input_transform.weight.val());
+        (d_in, hd) = (s[0], s[1]);
+        w_ih.extend(transpose(&d, s[0], s[1]));
+        let (s, d) = to_host(gate.hidden_transform.weight.val());
+        w_hh.extend(transpose(&d, s[0], s[1]));
+        b_ih.extend(to_host(gate.input_transform.bias.as_ref().expect("bias").val()).1);
+        b_hh.extend(to_host(gate.hidden_transform.bias.as_ref().expect("bias").val()).1);
+    }
+    [(vec![4 * hd, d_in], w_ih), (vec![4 * hd, hd], w_hh), (vec![4 * hd], b_ih), (vec![4 * hd], b_hh)]
+}
+
+/// Reads a prompt encoder saved as safetensors by ptune or by the PyTorch reference.
+pub fn load_prompt_encoder<B: Backend>(
+    path: &std::path::Path,
+    kind: PromptEncoderKind,
+    device: &B::Device,
+) -> Result<PromptEncoder<B>> {
+    let map = super::tensors::read_safetensors(path)?;
+    PromptEncoder::from_tensors(kind, &map, device).map_err(|m| Error::file(path, m))
+}

@@ -1,0 +1,194 @@
+//! Reading checkpoint files into plain `f32` tensors, without any framework types:
+//! `model.safetensors` through the `safetensors` crate, `pytorch_model.bin` through the
+//! restricted unpickler in [`super::pickle`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, read_file};
+
+/// Element type a tensor had on disk (it is always held as `f32` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceDType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    /// Integer buffers such as `position_ids`: kept so they can be recognised and ignored.
+    Int,
+}
+
+impl SourceDType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceDType::F32 => "float32",
+            SourceDType::F16 => "float16",
+            SourceDType::BF16 => "bfloat16",
+            SourceDType::F64 => "float64",
+            SourceDType::Int => "int",
+        }
+    }
+}
+
+/// A dense row-major tensor converted to `f32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub dtype: SourceDType,
+}
+
+impl RawTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        RawTensor { shape, data, dtype: SourceDType::F32 }
+    }
+}
+
+/// Tensors of one checkpoint file, by their key in the file.
+pub type TensorMap = BTreeMap<String, RawTensor>;
+
+/// Converts little-endian element bytes of `dtype` to `f32`.
+pub(crate) fn decode_le(bytes: &[u8], dtype: SourceDType, int_width: usize) -> Vec<f32> {
+    match dtype {
+        SourceDType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        SourceDType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        SourceDType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        SourceDType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        SourceDType::Int => bytes
+            .chunks_exact(int_width)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..int_width].copy_from_slice(c);
+                // sign-extend
+                let shift = 64 - 8 * int_width as u32;
+                ((i64::from_le_bytes(b) << shift) >> shift) as f32
+            })
+            .collect(),
+    }
+}
+
+/// Reads every tensor of a `.safetensors` file.
+pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
+    let bytes = read_file(path)?;
+    parse_safetensors(&bytes).map_err(|msg| Error::file(path, msg))
+}
+
+pub(crate) fn parse_safetensors(bytes: &[u8]) -> std::result::Result<TensorMap, String> {
+    use safetensors::Dtype;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let mut out = TensorMap::new();
+    for (name, view) in st.tensors() {
+        let (dtype, width) = match view.dtype() {
+            Dtype::F32 => (SourceDType::F32, 4),
+            Dtype::F16 => (SourceDType::F16, 2),
+            Dtype::BF16 => (SourceDType::BF16, 2),
+            Dtype::F64 => (SourceDType::F64, 8),
+            Dtype::I64 => (SourceDType::Int, 8),
+            Dtype::I32 => (SourceDType::Int, 4),
+            Dtype::I16 => (SourceDType::Int, 2),
+            Dtype::I8 | Dtype::U8 | Dtype::BOOL => (SourceDType::Int, 1),
+            other => return Err(format!("tensor \"{name}\" has unsupported dtype {other:?}")),
+        };
+        let data = decode_le(view.data(), dtype, width);
+        out.insert(name, RawTensor { shape: view.shape().to_vec(), data, dtype });
+    }
+    Ok(out)
+}
+
+/// The weight file found in a checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightFormat {
+    Safetensors,
+    PyTorchPickle,
+}
+
+/// Picks the weight file of a Hugging Face model directory: `model.safetensors` if present,
+/// else `pytorch_model.bin`.
+pub fn find_weight_file(dir: &Path) -> Result<(PathBuf, WeightFormat)> {
+    let st = dir.join("model.safetensors");
+    if st.is_file() {
+        return Ok((st, WeightFormat::Safetensors));
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok((bin, WeightFormat::PyTorchPickle));
+    }
+    if dir.join("model.safetensors.index.json").is_file()
+        || dir.join("pytorch_model.bin.index.json").is_file()
+    {
+        return Err(Error::file(dir, "sharded checkpoints are not supported (BERT-sized models fit in one file)"));
+    }
+    Err(Error::file(dir, "no weight file (expected model.safetensors or pytorch_model.bin)"))
+}
+
+/// Reads a weight file of either format.
+pub fn read_weight_file(path: &Path, format: &WeightFormat) -> Result<TensorMap> {
+    match format {
+        WeightFormat::Safetensors => read_safetensors(path),
+        WeightFormat::PyTorchPickle => super::pickle::read_torch_zip(path),
+    }
+}
+
+/// Serialises `f32` tensors to safetensors bytes (keys sorted, as the crate writes them).
+pub fn safetensors_bytes<'a>(
+    tensors: impl IntoIterator<Item = (String, &'a [usize], &'a [f32])>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, s, d)| (k, s.to_vec(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .expect("shape matches data length by construction");
+            (k.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, metadata).expect("serialising in-memory f32 tensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corruption() {
+        let a = [1.0f32, -2.5, 3.25, 0.0];
+        let bytes = safetensors_bytes([("w".to_string(), &[2usize, 2][..], &a[..])], None);
+        let map = parse_safetensors(&bytes).unwrap();
+        assert_eq!(map["w"].shape, vec![2, 2]);
+        assert_eq!(map["w"].data, a.to_vec());
+        let err = parse_safetensors(&bytes[..bytes.len() - 3]).unwrap_err();
+        assert!(err.contains("not a valid safetensors"), "{err}");
+        assert!(parse_safetensors(b"garbage").is_err());
+    }
+
+    #[test]
+    fn decodes_half_and_ints() {
+        let h: Vec<u8> = [1.5f32, -0.25]
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect();
+        assert_eq!(decode_le(&h, SourceDType::F16, 2), vec![1.5, -0.25]);
+        let b: Vec<u8> = [1.5f32].iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
+        assert_eq!(decode_le(&b, SourceDType::BF16, 2), vec![1.5]);
+        let i: Vec<u8> = [-3i64, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(decode_le(&i, SourceDType::Int, 8), vec![-3.0, 7.0]);
+    }
+}

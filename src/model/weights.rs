@@ -1,0 +1,188 @@
+//! Hands checkpoint tensors to the model builders by their Hugging Face key, checking shapes,
+//! and reports every missing, mis-shaped or unexpected key by name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::{Param, ParamId};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use super::tensors::{RawTensor, SourceDType, TensorMap};
+use crate::error::{Error, Result};
+
+/// Keys that a BERT checkpoint may carry but a masked LM does not use.
+fn ignorable(key: &str) -> bool {
+    key.starts_with("bert.pooler.")
+        || key.starts_with("cls.seq_relationship.")
+        || key == "bert.embeddings.position_ids"
+        || key == "bert.embeddings.token_type_ids"
+}
+
+/// Maps the key variants found in the wild onto `BertForMaskedLM`'s names:
+/// no `bert.` prefix (a bare `BertModel` state dict), and TF-era `gamma`/`beta`.
+pub fn canonical_key(key: &str) -> String {
+    let mut k = key.to_string();
+    if !k.starts_with("bert.") && !k.starts_with("cls.") {
+        k = format!("bert.{k}");
+    }
+    if let Some(stem) = k.strip_suffix("LayerNorm.gamma") {
+        k = format!("{stem}LayerNorm.weight");
+    } else if let Some(stem) = k.strip_suffix("LayerNorm.beta") {
+        k = format!("{stem}LayerNorm.bias");
+    }
+    k
+}
+
+/// Stable parameter id from a weight name, so optimizer state can be matched to parameters
+/// across processes (resume) without depending on creation order. FNV-1a, 64 bit.
+pub fn param_id(key: &str) -> ParamId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    ParamId::from(h)
+}
+
+pub struct Weights {
+    source: PathBuf,
+    tensors: BTreeMap<String, RawTensor>,
+    missing: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl Weights {
+    pub fn new(source: &Path, map: TensorMap) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (k, v) in map {
+            let c = canonical_key(&k);
+            if tensors.insert(c.clone(), v).is_some() {
+                return Err(Error::file(source, format!("two tensors map to the key \"{c}\"")));
+            }
+        }
+        Ok(Weights { source: source.to_path_buf(), tensors, missing: Vec::new(), problems: Vec::new() })
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// Removes and returns a tensor if present, without recording it as missing.
+    pub fn take_optional(&mut self, key: &str, shape: &[usize]) -> Option<Vec<f32>> {
+        let t = self.tensors.remove(key)?;
+        if t.dtype == SourceDType::Int {
+            self.problems.push(format!("\"{key}\" has an integer dtype"));
+            return None;
+        }
+        if t.shape != shape {
+            self.problems.push(format!("\"{key}\" has shape {:?}, expected {:?}", t.shape, shape));
+            return None;
+        }
+        Some(t.data)
+    }
+
+    /// Removes and returns a tensor; a missing or mis-shaped one is recorded and zeros are
+    /// returned so that loading can go on and report every problem at once in [`finish`].
+    pub fn take(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
+        if !self.tensors.contains_key(key) {
+            self.missing.push(key.to_string());
+            return vec![0.0; shape.iter().product()];
+        }
+        self.take_optional(key, shape).unwrap_or_else(|| vec![0.0; shape.iter().product()])
+    }
+
+    /// Fails if any key was missing, mis-shaped or left over (except ignorable ones).
+    pub fn finish(self) -> Result<()> {
+        let unexpected: BTreeSet<&String> = self.tensors.keys().filter(|k| !ignorable(k)).collect();
+        let mut parts = self.problems.clone();
+        if !self.missing.is_empty() {
+            parts.push(format!("missing keys {:?}", self.missing));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected keys {unexpected:?}"));
+        }
+        if parts.is_empty() { Ok(()) } else { Err(Error::file(&self.source, parts.join("; "))) }
+    }
+
+    pub fn param<B: Backend, const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        let data = self.take(key, &shape);
+        new_param(key, data, shape, device)
+    }
+
+    /// A `Linear` from a PyTorch `[out, in]` weight (burn keeps `[in, out]`).
+    pub fn linear<B: Backend>(&mut self, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+        let key = format!("{prefix}.weight");
+        let w = transpose(&self.take(&key, &[d_out, d_in]), d_out, d_in);
+        Linear {
+            weight: new_param(&key, w, [d_in, d_out], device),
+            bias: Some(self.param(&format!("{prefix}.bias"), [d_out], device)),
+        }
+    }
+
+    pub fn layer_norm<B: Backend>(&mut self, prefix: &str, d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+        ln.gamma = self.param(&format!("{prefix}.weight"), [d], device);
+        ln.beta = Some(self.param(&format!("{prefix}.bias"), [d], device));
+        ln
+    }
+
+    pub fn embedding<B: Backend>(&mut self, key: &str, n: usize, d: usize, device: &B::Device) -> Embedding<B> {
+        Embedding { weight: self.param(key, [n, d], device) }
+    }
+}
+
+/// A trainable parameter whose id is derived from its weight name.
+pub fn new_param<B: Backend, const D: usize>(
+    key: &str,
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let t = Tensor::<B, D>::from_data(TensorData::new(data, shape), device);
+    Param::initialized(param_id(key), t.require_grad())
+}
+
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Reads a float tensor back to host memory as `(shape, data)`.
+pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor to f32");
+    (shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_variants_are_canonicalised() {
+        assert_eq!(canonical_key("embeddings.LayerNorm.gamma"), "bert.embeddings.LayerNorm.weight");
+        assert_eq!(canonical_key("bert.encoder.layer.0.output.LayerNorm.beta"), "bert.encoder.layer.0.output.LayerNorm.bias");
+        assert_eq!(canonical_key("cls.predictions.bias"), "cls.predictions.bias");
+        assert!(ignorable("bert.pooler.dense.weight"));
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+    }
+}
