@@ -1,10 +1,13 @@
 //! ptune: few-shot text classification with BERT masked LMs by P-tuning.
 //!
-//! Layers (dependencies point down): `cli` → `train` / `serve` → `model`, `prompt`, `data`
-//! → `tokenizer`, `error`. See ARCHITECTURE.md.
+//! Layers (dependencies point down): `cli` (the binary) → `train` / `serve` → `classifier`
+//! → `model`, `prompt`, `data` → `tokenizer`, `error`. See ARCHITECTURE.md.
 
+pub mod classifier;
+pub mod data;
 pub mod error;
 pub mod model;
+pub mod prompt;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -11,7 +11,8 @@ use std::str::FromStr;
 use burn::module::{Module, Param};
 use burn::nn::{BiLstm, BiLstmConfig, Linear, Lstm};
 use burn::tensor::activation::relu;
-use burn::tensor::backend::Backend;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -191,14 +192,50 @@ impl<B: Backend> PromptEncoder<B> {
 
     /// The parameters under the PyTorch module's names and layouts.
     pub fn named_tensors(&self) -> BTreeMap<String, RawTensor> {
+        self.named_with(&mut ParamReader { read1: |p: &Param<Tensor<B, 1>>| to_host(p.val()), read2: |p: &Param<Tensor<B, 2>>| to_host(p.val()) })
+    }
+
+    /// The gradients of the parameters, under the same names and layouts.
+    pub fn named_grads(&self, grads: &GradientsParams) -> BTreeMap<String, RawTensor>
+    where
+        B: AutodiffBackend,
+    {
+        let zero1 = |p: &Param<Tensor<B, 1>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
+        let zero2 = |p: &Param<Tensor<B, 2>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
+        self.named_with(&mut ParamReader {
+            read1: |p: &Param<Tensor<B, 1>>| grads.get::<B::InnerBackend, 1>(p.id).map(to_host).unwrap_or_else(|| zero1(p)),
+            read2: |p: &Param<Tensor<B, 2>>| grads.get::<B::InnerBackend, 2>(p.id).map(to_host).unwrap_or_else(|| zero2(p)),
+        })
+    }
+
+    /// Walks the parameters in PyTorch naming, reading each through `reader` and converting
+    /// burn's per-gate `[in, out]` matrices to PyTorch's packed `[4 * out, in]` layout.
+    fn named_with<R1, R2>(&self, reader: &mut ParamReader<R1, R2>) -> BTreeMap<String, RawTensor>
+    where
+        R1: FnMut(&Param<Tensor<B, 1>>) -> Host,
+        R2: FnMut(&Param<Tensor<B, 2>>) -> Host,
+    {
         let mut out = BTreeMap::new();
-        let mut put = |k: String, (shape, data): (Vec<usize>, Vec<f32>)| {
+        let mut put = |k: String, (shape, data): Host| {
             out.insert(k, RawTensor::new(shape, data));
         };
-        put("embedding.weight".into(), to_host(self.embedding.val()));
+        put("embedding.weight".into(), (reader.read2)(&self.embedding));
         for (layer, bi) in self.lstm.iter().enumerate() {
             for (dir, l) in [("", &bi.forward), ("_reverse", &bi.reverse)] {
-                let [w_ih, w_hh, b_ih, b_hh] = get_lstm(l);
+                let gates = [&l.input_gate, &l.forget_gate, &l.cell_gate, &l.output_gate];
+                let mut packed: [Host; 4] = Default::default();
+                for gate in gates {
+                    let mats = [&gate.input_transform, &gate.hidden_transform];
+                    for (j, lin) in mats.into_iter().enumerate() {
+                        let (s, d) = (reader.read2)(&lin.weight);
+                        packed[j].0 = vec![packed[j].0.first().copied().unwrap_or(0) + s[1], s[0]];
+                        packed[j].1.extend(transpose(&d, s[0], s[1]));
+                        let (s, d) = (reader.read1)(lin.bias.as_ref().expect("LSTM gates have biases"));
+                        packed[2 + j].0 = vec![packed[2 + j].0.first().copied().unwrap_or(0) + s[0]];
+                        packed[2 + j].1.extend(d);
+                    }
+                }
+                let [w_ih, w_hh, b_ih, b_hh] = packed;
                 put(format!("lstm.weight_ih_l{layer}{dir}"), w_ih);
                 put(format!("lstm.weight_hh_l{layer}{dir}"), w_hh);
                 put(format!("lstm.bias_ih_l{layer}{dir}"), b_ih);
@@ -207,13 +244,18 @@ impl<B: Backend> PromptEncoder<B> {
         }
         if let Some(m) = &self.mlp {
             for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
-                let (s, d) = to_host(l.weight.val());
+                let (s, d) = (reader.read2)(&l.weight);
                 put(format!("mlp.{i}.weight"), (vec![s[1], s[0]], transpose(&d, s[0], s[1])));
-                put(format!("mlp.{i}.bias"), to_host(l.bias.as_ref().expect("bias").val()));
+                put(format!("mlp.{i}.bias"), (reader.read1)(l.bias.as_ref().expect("bias")));
             }
         }
         out
     }
+}
+
+struct ParamReader<R1, R2> {
+    read1: R1,
+    read2: R2,
 }
 
 /// PyTorch packs the four gates as rows (input, forget, cell, output) of one matrix.
@@ -248,25 +290,6 @@ fn set_lstm<B: Backend>(
 }
 
 type Host = (Vec<usize>, Vec<f32>);
-
-fn get_lstm<B: Backend>(lstm: &Lstm<B>) -> [Host; 4] {
-    let gates = [&lstm.input_gate, &lstm.forget_gate, &lstm.cell_gate, &lstm.output_gate];
-    let mut w_ih = Vec::new();
-    let mut w_hh = Vec::new();
-    let mut b_ih = Vec::new();
-    let mut b_hh = Vec::new();
-    let (mut d_in, mut hd) = (0, 0);
-    for gate in gates {
-        let (s, d) = to_host(gate.input_transform.weight.val());
-        (d_in, hd) = (s[0], s[1]);
-        w_ih.extend(transpose(&d, s[0], s[1]));
-        let (s, d) = to_host(gate.hidden_transform.weight.val());
-        w_hh.extend(transpose(&d, s[0], s[1]));
-        b_ih.extend(to_host(gate.input_transform.bias.as_ref().expect("bias").val()).1);
-        b_hh.extend(to_host(gate.hidden_transform.bias.as_ref().expect("bias").val()).1);
-    }
-    [(vec![4 * hd, d_in], w_ih), (vec![4 * hd, hd], w_hh), (vec![4 * hd], b_ih), (vec![4 * hd], b_hh)]
-}
 
 /// Reads a prompt encoder saved as safetensors by ptune or by the PyTorch reference.
 pub fn load_prompt_encoder<B: Backend>(

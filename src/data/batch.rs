@@ -1,0 +1,167 @@
+//! Padding encoded examples into batches, and the random-MLM augmentation of training batches.
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::prompt::Encoded;
+
+/// A padded batch on the host, flat row-major `[batch, len]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub ids: Vec<u32>,
+    pub token_types: Vec<u32>,
+    /// 1 for tokens, 0 for padding.
+    pub attention: Vec<u32>,
+    /// Flat positions of the `[MASK]` slots, `n_mask` per example, example-major.
+    pub mask_positions: Vec<usize>,
+    /// `(flat position, prompt index)` of every pseudo token.
+    pub pseudo_positions: Vec<(usize, usize)>,
+    pub labels: Vec<usize>,
+    /// `(flat position, target id)`: the positions the training loss is computed at.
+    pub targets: Vec<(usize, u32)>,
+}
+
+impl Batch {
+    /// Pads to the longest example. All examples must come from the same template.
+    pub fn collate(items: &[(&Encoded, usize)], pad_id: u32) -> Batch {
+        let b = items.len();
+        let l = items.iter().map(|(e, _)| e.ids.len()).max().unwrap_or(0);
+        let mut batch = Batch {
+            batch_size: b,
+            seq_len: l,
+            ids: vec![pad_id; b * l],
+            token_types: vec![0; b * l],
+            attention: vec![0; b * l],
+            mask_positions: Vec::new(),
+            pseudo_positions: Vec::new(),
+            labels: Vec::with_capacity(b),
+            targets: Vec::new(),
+        };
+        for (i, (e, label)) in items.iter().enumerate() {
+            let row = i * l;
+            batch.ids[row..row + e.ids.len()].copy_from_slice(&e.ids);
+            batch.token_types[row..row + e.ids.len()].copy_from_slice(&e.token_types);
+            batch.attention[row..row + e.ids.len()].fill(1);
+            batch.mask_positions.extend(e.mask_positions.iter().map(|p| row + p));
+            batch.pseudo_positions.extend(e.pseudo_positions.iter().enumerate().map(|(k, p)| (row + p, k)));
+            batch.labels.push(*label);
+        }
+        batch
+    }
+
+    /// Number of `[MASK]` slots per example.
+    pub fn n_mask(&self) -> usize {
+        self.mask_positions.len() / self.batch_size.max(1)
+    }
+
+    /// Makes the label words the targets at the `[MASK]` slots (replacing any MLM target there).
+    pub fn set_label_targets(&mut self, word_ids: &[Vec<u32>]) {
+        let n_mask = self.n_mask();
+        let slots: std::collections::HashSet<usize> = self.mask_positions.iter().copied().collect();
+        self.targets.retain(|(p, _)| !slots.contains(p));
+        for (i, &label) in self.labels.iter().enumerate() {
+            for k in 0..n_mask {
+                self.targets.push((self.mask_positions[i * n_mask + k], word_ids[label][k]));
+            }
+        }
+        self.targets.sort_unstable();
+    }
+
+    pub fn has_token_types(&self) -> bool {
+        self.token_types.iter().any(|&t| t != 0)
+    }
+}
+
+/// Random-MLM augmentation of the published recipe: each real token (template, `[CLS]` and
+/// `[SEP]` included) becomes a target with probability `mask + keep + random`; it is replaced
+/// by `[MASK]` (p `mask`), kept (p `keep`), or replaced by a random id in `[1, V)` (p `random`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MlmAugment {
+    pub mask: f64,
+    pub keep: f64,
+    pub random: f64,
+}
+
+impl Default for MlmAugment {
+    fn default() -> Self {
+        MlmAugment { mask: 0.12, keep: 0.015, random: 0.015 }
+    }
+}
+
+impl MlmAugment {
+    pub fn apply(&self, batch: &mut Batch, rng: &mut StdRng, mask_id: u32, vocab_size: usize) {
+        for p in 0..batch.ids.len() {
+            if batch.attention[p] == 0 {
+                continue;
+            }
+            let r: f64 = rng.random();
+            let original = batch.ids[p];
+            if r < self.mask {
+                batch.ids[p] = mask_id;
+            } else if r < self.mask + self.keep {
+            } else if r < self.mask + self.keep + self.random {
+                batch.ids[p] = rng.random_range(1..vocab_size as u32);
+            } else {
+                continue;
+            }
+            batch.targets.push((p, original));
+        }
+        for &p in &batch.mask_positions {
+            batch.ids[p] = mask_id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn enc(n: usize) -> Encoded {
+        Encoded {
+            ids: (0..n as u32).map(|i| 1000 + i).collect(),
+            token_types: vec![0; n],
+            mask_positions: vec![2],
+            pseudo_positions: vec![1],
+        }
+    }
+
+    #[test]
+    fn collate_pads_and_offsets_positions() {
+        let (a, b) = (enc(4), enc(6));
+        let batch = Batch::collate(&[(&a, 1), (&b, 0)], 0);
+        assert_eq!((batch.batch_size, batch.seq_len), (2, 6));
+        assert_eq!(&batch.ids[4..6], &[0, 0]);
+        assert_eq!(&batch.attention[..6], &[1, 1, 1, 1, 0, 0]);
+        assert_eq!(batch.mask_positions, vec![2, 8]);
+        assert_eq!(batch.pseudo_positions, vec![(1, 0), (7, 0)]);
+    }
+
+    #[test]
+    fn augmentation_rates_and_label_targets() {
+        let e = enc(100);
+        let items: Vec<_> = (0..50).map(|i| (&e, i % 2)).collect();
+        let mut batch = Batch::collate(&items, 0);
+        let before = batch.ids.clone();
+        MlmAugment::default().apply(&mut batch, &mut StdRng::seed_from_u64(1), 103, 21128);
+        batch.set_label_targets(&[vec![679], vec![2523]]);
+        let n = batch.ids.len() as f64;
+        let mlm_targets = batch.targets.len() - 50;
+        let rate = mlm_targets as f64 / n;
+        assert!((0.13..0.17).contains(&rate), "target rate {rate}");
+        let masked = batch.ids.iter().zip(&before).filter(|(a, b)| **a == 103 && **b != 103).count() as f64 / n;
+        assert!((0.10..0.14).contains(&masked), "mask rate {masked}");
+        for (i, &p) in batch.mask_positions.iter().enumerate() {
+            assert_eq!(batch.ids[p], 103);
+            let t: Vec<_> = batch.targets.iter().filter(|(q, _)| *q == p).collect();
+            assert_eq!(t, vec![&(p, if i % 2 == 0 { 679 } else { 2523 })]);
+        }
+        for &(p, id) in &batch.targets {
+            if !batch.mask_positions.contains(&p) {
+                assert_eq!(id, before[p], "an MLM target is the original id");
+            }
+        }
+    }
+}

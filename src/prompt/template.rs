@@ -1,0 +1,201 @@
+//! Template specs such as `"[P]*4 [MASK] [P]*4 {text}"` (the P-tuning seed), `"[MASK]满意。{text}"`
+//! (a PET manual template) or `"{text_a} [SEP] {text_b} [P]*3 [MASK]"` (a sentence pair).
+//!
+//! Grammar: `[P]` a pseudo token (its vector comes from the prompt encoder), `[MASK]` the
+//! label-word slot, `[NAME]` any other vocabulary token (e.g. `[SEP]`, `[unused10]`), each
+//! optionally repeated as `*N`; `{text}` / `{text_a}` and `{text_b}` the inputs; anything else is
+//! literal text, tokenized. `[CLS]` and the final `[SEP]` are added around the whole.
+
+use crate::error::{Error, Result};
+use crate::tokenizer::BertTokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Pseudo,
+    Mask,
+    Token(u32),
+    Text(Slot),
+}
+
+/// One example as ids, with the positions the model needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub token_types: Vec<u32>,
+    /// Positions of the `[MASK]` slot tokens, in order.
+    pub mask_positions: Vec<usize>,
+    /// Positions of the pseudo tokens, in order (pseudo token k is at `pseudo_positions[k]`).
+    pub pseudo_positions: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    spec: String,
+    pieces: Vec<Piece>,
+    /// Ids the pseudo tokens carry in the id sequence (`[unused2]`, `[unused3]`, ...): a plain
+    /// BERT sees ordinary (untrained) tokens there; P-tuning replaces their embeddings.
+    pseudo_ids: Vec<u32>,
+    cls: u32,
+    sep: u32,
+    mask: u32,
+}
+
+/// First `[unusedK]` index a pseudo token maps to (as in the published code: [unused2..]).
+pub const FIRST_UNUSED: usize = 2;
+
+impl Template {
+    pub fn parse(spec: &str, tok: &BertTokenizer) -> Result<Self> {
+        let err = |m: String| Error::invalid(format!("template \"{spec}\": {m}"));
+        let mut pieces = Vec::new();
+        let chars: Vec<char> = spec.chars().collect();
+        let mut i = 0;
+        let mut literal = String::new();
+        let flush = |literal: &mut String, pieces: &mut Vec<Piece>| {
+            pieces.extend(tok.tokenize(literal).into_iter().map(Piece::Token));
+            literal.clear();
+        };
+        while i < chars.len() {
+            match chars[i] {
+                '[' => {
+                    let end = chars[i..].iter().position(|&c| c == ']').ok_or_else(|| err("unclosed '['".into()))? + i;
+                    let name: String = chars[i + 1..end].iter().collect();
+                    i = end + 1;
+                    let mut repeat = 1usize;
+                    if i < chars.len() && chars[i] == '*' {
+                        let digits: String = chars[i + 1..].iter().take_while(|c| c.is_ascii_digit()).collect();
+                        repeat = digits.parse().map_err(|_| err(format!("'*' after [{name}] needs a count")))?;
+                        if repeat == 0 {
+                            return Err(err(format!("[{name}]*0 repeats nothing")));
+                        }
+                        i += 1 + digits.len();
+                    }
+                    flush(&mut literal, &mut pieces);
+                    let piece = match name.as_str() {
+                        "P" => Piece::Pseudo,
+                        "MASK" => Piece::Mask,
+                        other => match tok.token_to_id(&format!("[{other}]")) {
+                            Some(id) if (id as usize) < tok.vocab_size() => Piece::Token(id),
+                            _ => return Err(err(format!("unknown token [{other}] (use [P], [MASK] or a vocabulary token)"))),
+                        },
+                    };
+                    pieces.extend(std::iter::repeat_n(piece, repeat));
+                }
+                '{' => {
+                    let end = chars[i..].iter().position(|&c| c == '}').ok_or_else(|| err("unclosed '{'".into()))? + i;
+                    let name: String = chars[i + 1..end].iter().collect();
+                    i = end + 1;
+                    flush(&mut literal, &mut pieces);
+                    pieces.push(Piece::Text(match name.as_str() {
+                        "text" | "text_a" => Slot::A,
+                        "text_b" => Slot::B,
+                        other => return Err(err(format!("unknown slot {{{other}}} (use {{text}}, {{text_a}}, {{text_b}})"))),
+                    }));
+                }
+                c => {
+                    literal.push(c);
+                    i += 1;
+                }
+            }
+        }
+        flush(&mut literal, &mut pieces);
+
+        let mask_at: Vec<usize> = pieces.iter().enumerate().filter(|(_, p)| **p == Piece::Mask).map(|(i, _)| i).collect();
+        if mask_at.is_empty() {
+            return Err(err("no [MASK] (the label word is read there)".into()));
+        }
+        if mask_at.last().unwrap() - mask_at[0] + 1 != mask_at.len() {
+            return Err(err("the [MASK] tokens must be consecutive (one label-word slot)".into()));
+        }
+        let count = |s: Slot| pieces.iter().filter(|p| **p == Piece::Text(s)).count();
+        match (count(Slot::A), count(Slot::B)) {
+            (0, 0) => return Err(err("no text slot ({text}, or {text_a} and {text_b})".into())),
+            (0, _) => return Err(err("{text_b} without {text_a}".into())),
+            (a, b) if a > 1 || b > 1 => return Err(err("each text slot may appear once".into())),
+            _ => {}
+        }
+        let n_pseudo = pieces.iter().filter(|p| **p == Piece::Pseudo).count();
+        let pseudo_ids = (0..n_pseudo)
+            .map(|k| {
+                let name = format!("[unused{}]", FIRST_UNUSED + k);
+                tok.token_to_id(&name).filter(|&id| (id as usize) < tok.vocab_size()).ok_or_else(|| {
+                    err(format!(
+                        "{n_pseudo} pseudo tokens need [unused{FIRST_UNUSED}]..[unused{}], but the vocabulary has no {name}",
+                        FIRST_UNUSED + n_pseudo - 1
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Template { spec: spec.to_string(), pieces, pseudo_ids, cls: tok.cls_id, sep: tok.sep_id, mask: tok.mask_id })
+    }
+
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+    pub fn n_pseudo(&self) -> usize {
+        self.pseudo_ids.len()
+    }
+    pub fn pseudo_ids(&self) -> &[u32] {
+        &self.pseudo_ids
+    }
+    pub fn n_mask(&self) -> usize {
+        self.pieces.iter().filter(|p| **p == Piece::Mask).count()
+    }
+    pub fn is_pair(&self) -> bool {
+        self.pieces.contains(&Piece::Text(Slot::B))
+    }
+    /// Tokens the template itself takes, `[CLS]` and `[SEP]` included.
+    pub fn fixed_len(&self) -> usize {
+        2 + self.pieces.iter().filter(|p| !matches!(p, Piece::Text(_))).count()
+    }
+
+    /// Encodes one example, cutting the text (never the template) to fit `max_len`;
+    /// for pairs the longer text is cut first.
+    pub fn encode(&self, tok: &BertTokenizer, text_a: &str, text_b: Option<&str>, max_len: usize) -> Result<Encoded> {
+        let budget = max_len.checked_sub(self.fixed_len()).ok_or_else(|| {
+            Error::invalid(format!("template \"{}\" needs {} tokens, more than max length {max_len}", self.spec, self.fixed_len()))
+        })?;
+        let mut a = tok.tokenize(text_a);
+        let mut b = match (self.is_pair(), text_b) {
+            (true, Some(t)) => tok.tokenize(t),
+            (true, None) => return Err(Error::invalid(format!("template \"{}\" needs text_b", self.spec))),
+            (false, _) => Vec::new(),
+        };
+        while a.len() + b.len() > budget {
+            if a.len() >= b.len() { a.pop() } else { b.pop() };
+        }
+        let mut ids = vec![self.cls];
+        let mut token_types = vec![0];
+        let mut mask_positions = Vec::new();
+        let mut pseudo_positions = Vec::new();
+        let mut segment = 0;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Pseudo => {
+                    pseudo_positions.push(ids.len());
+                    ids.push(self.pseudo_ids[pseudo_positions.len() - 1]);
+                }
+                Piece::Mask => {
+                    mask_positions.push(ids.len());
+                    ids.push(self.mask);
+                }
+                Piece::Token(t) => ids.push(*t),
+                Piece::Text(Slot::A) => ids.extend(&a),
+                Piece::Text(Slot::B) => ids.extend(&b),
+            }
+            token_types.resize(ids.len(), segment);
+            // A [SEP] written in the template starts the second segment, as in BERT pairs.
+            if *piece == Piece::Token(self.sep) {
+                segment = 1;
+            }
+        }
+        ids.push(self.sep);
+        token_types.push(segment);
+        Ok(Encoded { ids, token_types, mask_positions, pseudo_positions })
+    }
+}
