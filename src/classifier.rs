@@ -110,3 +110,26 @@ pub fn argmax(scores: &[f32]) -> usize {
     }
     best
 }
+
+/// Class scores for many encoded examples, in their order. Batches are formed from
+/// length-sorted examples so little padding is computed.
+pub fn score_all<B: Backend>(
+    model: &PromptClassifier<B>,
+    examples: &[crate::prompt::Encoded],
+    word_ids: &[Vec<u32>],
+    batch_size: usize,
+    pad_id: u32,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].ids.len());
+    let mut scores = vec![Vec::new(); examples.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let items: Vec<_> = chunk.iter().map(|&i| (&examples[i], 0usize)).collect();
+        let batch = Batch::collate(&items, pad_id);
+        for (&i, s) in chunk.iter().zip(model.class_scores(&batch, word_ids, device)) {
+            scores[i] = s;
+        }
+    }
+    scores
+}

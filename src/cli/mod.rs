@@ -1,8 +1,10 @@
 //! Command-line interface: argument parsing, backend choice, and one small file per subcommand.
 
 mod backend;
+mod compare;
 mod fill_mask;
 mod inspect;
+mod train;
 
 use std::path::PathBuf;
 
@@ -23,6 +25,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Predict the tokens at each [MASK] of a text.
     FillMask(fill_mask::Args),
+    /// Train one method (ptune, finetune, zeroshot) on a few-shot split.
+    Train(train::Args),
+    /// Zero-shot, fine-tuning and P-tuning on the same split: one table and a plot.
+    Compare(compare::Args),
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code:
@@ -32,6 +38,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::FillMask(a) => fill_mask::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Compare(a) => compare::run(a),
     };
     match result {
         Ok(()) => 0,

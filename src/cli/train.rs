@@ -1,0 +1,203 @@
+//! `ptune train`: one method on a few-shot split, writing `runs/<name>/`.
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use ptune::data::{FewShot, MlmAugment};
+use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
+use ptune::model::prompt_encoder::PromptEncoderKind;
+use ptune::train::config::Schedule;
+use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
+
+use super::{BackendArgs, Job, run_job};
+
+/// Settings shared by `train` and `compare`: where things are and what to override.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    #[arg(long, default_value_os_t = super::default_model())]
+    pub model: PathBuf,
+    /// Directory with train.tsv, valid.tsv and test.tsv (text<TAB>label).
+    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
+    pub data: PathBuf,
+    /// Built-in recipe (`seed`: the published one; `quick`) or a TOML file.
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Template, e.g. "[P]*4 [MASK] [P]*4 {text}" or "[MASK]满意。{text}".
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Class names and label words, e.g. "0=不,1=很".
+    #[arg(long)]
+    pub labels: Option<String>,
+    #[arg(long)]
+    pub prompt_encoder: Option<PromptEncoderKind>,
+    /// Few-shot set: the first fraction of train.tsv.
+    #[arg(long, conflicts_with = "shots")]
+    pub frac: Option<f64>,
+    /// Few-shot set: K rows per class, drawn with the seed.
+    #[arg(long)]
+    pub shots: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Passes over the few-shot set per epoch.
+    #[arg(long)]
+    pub passes: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Cap on optimizer steps per epoch.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// No random-MLM targets: the label word is the only training target.
+    #[arg(long)]
+    pub no_mlm_aug: bool,
+    /// Dropout off while training.
+    #[arg(long)]
+    pub no_dropout: bool,
+    /// Constant learning rate instead of the recipe's schedule.
+    #[arg(long)]
+    pub constant_lr: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+impl RunArgs {
+    /// The recipe's configuration for `method`, with this command line's overrides.
+    pub fn config(&self, method: Method, default_recipe: &str) -> Result<TrainConfig> {
+        let mut c = Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
+        if let Some(v) = &self.template {
+            c.template = v.clone();
+        }
+        if let Some(v) = &self.labels {
+            c.labels = v.clone();
+        }
+        if let Some(v) = self.prompt_encoder {
+            c.prompt_encoder = v;
+        }
+        if let Some(f) = self.frac {
+            c.fewshot = FewShot::Frac(f);
+        }
+        if let Some(k) = self.shots {
+            c.fewshot = FewShot::Shots(k);
+        }
+        macro_rules! set {
+            ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = self.$arg { c.$field = v; })* };
+        }
+        set!(seed <- seed, passes <- passes, batch_size <- batch_size, max_len <- max_len, lr <- lr, weight_decay <- weight_decay);
+        if method != Method::Zeroshot {
+            set!(epochs <- epochs);
+        }
+        if self.max_steps.is_some() {
+            c.max_steps_per_epoch = self.max_steps;
+        }
+        if self.no_mlm_aug {
+            c.mlm_augment = None;
+        } else if c.mlm_augment.is_none() && self.recipe.is_none() {
+            c.mlm_augment = Some(MlmAugment::default());
+        }
+        if self.no_dropout {
+            c.no_dropout = true;
+        }
+        if self.constant_lr {
+            c.schedule = Schedule::Constant;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn data_files(&self) -> DataFiles {
+        DataFiles::in_dir(&self.data)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ptune (frozen LM, prompt encoder trains), finetune (all LM weights) or zeroshot.
+    #[arg(long, value_enum, default_value = "ptune")]
+    method: Method,
+    /// With ptune: train the LM together with the prompt encoder.
+    #[arg(long)]
+    tune_lm: bool,
+    /// Run directory (default runs/<method>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last epoch checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start over even if --out holds a run.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+struct TrainJob(RunSpec);
+
+impl Job for TrainJob {
+    type Output = ptune::train::Summary;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
+        ptune::train::train::<B>(&self.0, &device)
+    }
+}
+
+/// Refuses to overwrite an existing run unless asked to.
+pub fn prepare_out_dir(out: &std::path::Path, resume: bool, force: bool) -> Result<()> {
+    let has_run = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
+    if has_run && !resume && !force {
+        return Err(Error::invalid(format!(
+            "{} already holds a run: pass --resume to continue it or --force to start over",
+            out.display()
+        )));
+    }
+    if force {
+        for p in ["checkpoint", "best", "metrics.jsonl", "summary.json", "curve.svg"] {
+            let path = out.join(p);
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut config = args.run.config(args.method, "seed")?;
+    config.tune_lm = args.tune_lm;
+    if args.tune_lm && args.method != Method::Ptune {
+        return Err(Error::invalid("--tune-lm applies to --method ptune only"));
+    }
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed)));
+    prepare_out_dir(&out, args.resume, args.force)?;
+    let spec = RunSpec {
+        config,
+        model: ModelDir::open(&args.run.model)?,
+        data: args.run.data_files(),
+        out_dir: out.clone(),
+        resume: args.resume,
+        progress: !args.run.quiet,
+    };
+    let s = run_job(&args.run.backend, TrainJob(spec))?;
+    println!(
+        "{}: best valid {:.4} (epoch {}), test at best valid {:.4} (macro-F1 {:.4}), best test {:.4}; {} trainable params; {:.1} train ex/s; {:.0}s",
+        s.method.name(),
+        s.best_valid,
+        s.best_epoch,
+        s.test_at_best_valid,
+        s.test_macro_f1_at_best_valid,
+        s.best_test,
+        s.trainable_params,
+        s.examples_per_s,
+        s.wall_seconds
+    );
+    println!("outputs in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Training configuration: recipes (TOML, top-level keys for every method, a table per method)
+//! resolved into one [`TrainConfig`] per run, then overridden by command-line flags.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{FewShot, MlmAugment};
+use crate::error::{Error, Result};
+use crate::model::prompt_encoder::PromptEncoderKind;
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Frozen LM; only the prompt encoder trains (add `tune_lm` to train both).
+    Ptune,
+    /// Every LM weight trains; pseudo tokens are plain `[unusedK]` tokens.
+    Finetune,
+    /// No training: the template and label words on the pretrained LM.
+    Zeroshot,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ptune => "ptune",
+            Method::Finetune => "finetune",
+            Method::Zeroshot => "zeroshot",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (torch.optim.Adam).
+    Adam,
+    /// Adam with decoupled weight decay (torch.optim.AdamW).
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// lr × gamma^(epoch − 1), stepped once per epoch (ExponentialLR).
+    Exponential(f64),
+    /// lr × max(0, 1 − step / n), stepped once per optimizer step.
+    Linear(usize),
+}
+
+impl Schedule {
+    /// Learning rate for the update made at `step` (0-based, counted over the whole run) in
+    /// `epoch` (1-based).
+    pub fn lr(&self, base: f64, epoch: usize, step: usize) -> f64 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Exponential(g) => base * g.powi(epoch.saturating_sub(1) as i32),
+            Schedule::Linear(n) => base * (1.0 - step as f64 / n.max(1) as f64).max(0.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    #[serde(default)]
+    pub tune_lm: bool,
+    pub template: String,
+    pub labels: String,
+    #[serde(default = "default_encoder")]
+    pub prompt_encoder: PromptEncoderKind,
+    pub fewshot: FewShot,
+    pub seed: u64,
+    pub max_len: usize,
+    pub batch_size: usize,
+    pub eval_batch: usize,
+    #[serde(default)]
+    pub epochs: usize,
+    /// Shuffled passes over the few-shot set per epoch.
+    #[serde(default = "one")]
+    pub passes: usize,
+    /// Cap on optimizer steps per epoch (throughput runs).
+    #[serde(default)]
+    pub max_steps_per_epoch: Option<usize>,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    #[serde(default)]
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Random-MLM targets on training batches; `None`: the label word is the only target.
+    #[serde(default)]
+    pub mlm_augment: Option<MlmAugment>,
+    /// Turn the checkpoint's dropout off while training (the reference keeps it on).
+    #[serde(default)]
+    pub no_dropout: bool,
+}
+
+fn default_encoder() -> PromptEncoderKind {
+    PromptEncoderKind::Lstm
+}
+fn one() -> usize {
+    1
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adam
+}
+fn default_schedule() -> Schedule {
+    Schedule::Constant
+}
+
+/// Recipes compiled into the binary, so `--recipe seed` works from any directory.
+pub const BUILTIN_RECIPES: [(&str, &str); 2] =
+    [("seed", include_str!("../../recipes/seed.toml")), ("quick", include_str!("../../recipes/quick.toml"))];
+
+/// A recipe: a built-in name or a TOML file.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: String,
+    table: toml::Table,
+}
+
+impl Recipe {
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        if let Some((name, text)) = BUILTIN_RECIPES.iter().find(|(n, _)| *n == name_or_path) {
+            let table = text.parse::<toml::Table>().map_err(|e| Error::invalid(format!("built-in recipe {name}: {e}")))?;
+            return Ok(Recipe { name: name.to_string(), table });
+        }
+        let path = Path::new(name_or_path);
+        if !path.is_file() {
+            let names: Vec<&str> = BUILTIN_RECIPES.iter().map(|(n, _)| *n).collect();
+            return Err(Error::invalid(format!("--recipe: \"{name_or_path}\" is neither a built-in recipe {names:?} nor a file")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let table = text.parse::<toml::Table>().map_err(|e| Error::file(path, format!("invalid TOML: {}", e.message())))?;
+        Ok(Recipe { name: name_or_path.to_string(), table })
+    }
+
+    /// The configuration for one method: top-level keys, then the method's table.
+    pub fn resolve(&self, method: Method) -> Result<TrainConfig> {
+        let mut merged = toml::Table::new();
+        for (k, v) in &self.table {
+            if !matches!(k.as_str(), "ptune" | "finetune" | "zeroshot") {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(toml::Value::Table(t)) = self.table.get(method.name()) {
+            for (k, v) in t {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        merged.insert("method".into(), toml::Value::String(method.name().into()));
+        let config: TrainConfig = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::invalid(format!("recipe {} [{}]: {}", self.name, method.name(), e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(m));
+        if self.batch_size == 0 || self.eval_batch == 0 {
+            return bad("batch sizes must be positive".into());
+        }
+        if self.method != Method::Zeroshot {
+            if self.epochs == 0 || self.passes == 0 {
+                return bad(format!("{}: epochs and passes must be positive", self.method.name()));
+            }
+            if !(self.lr > 0.0 && self.lr.is_finite()) {
+                return bad(format!("{}: lr must be a positive number, got {}", self.method.name(), self.lr));
+            }
+        }
+        if self.weight_decay < 0.0 {
+            return bad("weight_decay must not be negative".into());
+        }
+        if let Some(a) = self.mlm_augment {
+            if a.mask < 0.0 || a.keep < 0.0 || a.random < 0.0 || a.mask + a.keep + a.random > 1.0 {
+                return bad("mlm_augment probabilities must be non-negative and sum to at most 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("TrainConfig serialises")
+    }
+
+    /// Optimizer steps in one epoch for a few-shot set of `n` examples.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        let s = self.passes * n.div_ceil(self.batch_size);
+        self.max_steps_per_epoch.map_or(s, |m| m.min(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_recipe_resolves_per_method() {
+        let r = Recipe::load("seed").unwrap();
+        let p = r.resolve(Method::Ptune).unwrap();
+        assert_eq!((p.epochs, p.passes, p.lr, p.optimizer), (20, 50, 1e-5, OptimizerKind::Adam));
+        assert_eq!(p.schedule, Schedule::Exponential(0.98));
+        assert_eq!(p.fewshot, FewShot::Frac(0.01));
+        let f = r.resolve(Method::Finetune).unwrap();
+        assert_eq!((f.epochs, f.lr, f.optimizer, f.schedule), (10, 5e-5, OptimizerKind::Adamw, Schedule::Linear(1500)));
+        assert_eq!(f.steps_per_epoch(113), 200);
+        let back: TrainConfig = toml::from_str(&p.to_toml()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(Schedule::Exponential(0.5).lr(1.0, 3, 99), 0.25);
+        assert_eq!(Schedule::Linear(100).lr(1.0, 1, 25), 0.75);
+        assert_eq!(Schedule::Linear(100).lr(1.0, 9, 250), 0.0);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        let text = include_str!("../../recipes/seed.toml").replace("epochs = 20", "epochz = 20");
+        std::fs::write(&p, text).unwrap();
+        let e = Recipe::load(p.to_str().unwrap()).unwrap().resolve(Method::Ptune).unwrap_err().to_string();
+        assert!(e.contains("epochz"), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Training and evaluation of prompt-based classifiers: the loop, optimizers and schedules,
+//! checkpoints (atomic, resumable), metrics, plots and run outputs.
+
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod plot;
+pub mod prepare;
+pub mod trainer;
+
+pub use config::{Method, Recipe, TrainConfig};
+pub use metrics::Metrics;
+pub use prepare::{DataFiles, Prepared};
+pub use trainer::{EpochRecord, RunSpec, Summary, train, train_prepared};

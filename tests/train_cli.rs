@@ -1,0 +1,174 @@
+//! `ptune train` end to end on small data: determinism, resume after kill -9, divergence,
+//! and bad input. Runs go through the binary so each has its own process (burn's CPU
+//! backend keeps one global RNG).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// train/valid/test.tsv with the first rows of the shipped splits.
+fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", n_train), ("valid", n_eval), ("test", n_eval)] {
+        let text = fs::read_to_string(reviews().join(format!("{split}.tsv"))).unwrap();
+        let head: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        fs::write(dir.path().join(format!("{split}.tsv")), head).unwrap();
+    }
+    dir
+}
+
+fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--shots", "8",
+        "--max-len", "64", "--batch-size", "8", "--passes", "1", "--threads", "1"]
+        .iter().map(|s| s.to_string()).collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run_train(args: &[String]) -> std::process::Output {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    ptune(&a)
+}
+
+/// metrics.jsonl without the timing fields, which differ between runs.
+fn metrics(out: &Path) -> Vec<Value> {
+    fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| {
+        let mut v: Value = serde_json::from_str(l).unwrap();
+        for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    }).collect()
+}
+
+#[test]
+fn same_seed_same_numbers_and_outputs_written() {
+    let data = small_data(200, 40);
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (out, seed) in [(&a, "1"), (&b, "1"), (&c, "2")] {
+        let o = run_train(&train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "2", "--lr", "1e-3", "--seed", seed]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (ma, mb, mc) = (metrics(a.path()), metrics(b.path()), metrics(c.path()));
+    assert_eq!(ma.len(), 2);
+    assert_eq!(ma, mb, "same seed, different numbers");
+    assert_ne!(ma[1]["loss"], mc[1]["loss"], "different seeds gave identical losses");
+    for f in ["config.toml", "summary.json", "curve.svg", "best/prompt_encoder.safetensors", "best/run.json", "checkpoint/LATEST"] {
+        assert!(a.path().join(f).is_file(), "missing {f}");
+    }
+    let svg = fs::read_to_string(a.path().join("curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "curve.svg is not a line plot");
+    let summary: Value = serde_json::from_slice(&fs::read(a.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["trainable_params"].as_u64().unwrap(), 924160, "LSTM prompt encoder size at H=256");
+    assert!(ma[0]["valid"]["per_class"].as_array().unwrap().len() == 2);
+}
+
+/// Kills a run with SIGKILL as soon as its first epoch checkpoint appears.
+fn kill_after_first_checkpoint(args: &[String], out: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ptune")).args(args).current_dir(repo()).spawn().unwrap();
+    let latest = out.join("checkpoint/LATEST");
+    let start = Instant::now();
+    while !latest.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "run ended before its first checkpoint");
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn resume_after_kill_matches_uninterrupted_run() {
+    let data = small_data(400, 200);
+    let full = tempfile::tempdir().unwrap();
+    let cut = tempfile::tempdir().unwrap();
+    let extra = ["--method", "finetune", "--epochs", "3", "--seed", "5"];
+    let o = run_train(&train_args(data.path(), full.path(), &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    kill_after_first_checkpoint(&train_args(data.path(), cut.path(), &extra), cut.path());
+    let latest = fs::read_to_string(cut.path().join("checkpoint/LATEST")).unwrap();
+    assert!(latest.trim() < "epoch-0003", "the kill came too late to test anything ({latest})");
+    // without --resume the run directory is protected
+    let o = run_train(&train_args(data.path(), cut.path(), &extra));
+    assert_clean_error(&o, &["already holds a run", "--resume"]);
+    let mut resumed = train_args(data.path(), cut.path(), &extra);
+    resumed.push("--resume".into());
+    let o = run_train(&resumed);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(metrics(cut.path()), metrics(full.path()), "resumed run differs from the uninterrupted one");
+    // a different configuration cannot resume this run
+    let mut other = resumed.clone();
+    other.extend(["--lr".to_string(), "1e-4".to_string()]);
+    assert_clean_error(&run_train(&other), &["config.toml", "different configuration"]);
+}
+
+#[test]
+fn divergence_stops_and_keeps_the_last_good_checkpoint() {
+    let data = small_data(200, 40);
+    let out = tempfile::tempdir().unwrap();
+    let recipe = out.path().join("explode.toml");
+    // epoch 1 trains normally; epoch 2's learning rate is 1e30 times larger
+    let text = include_str!("../recipes/seed.toml").replace("schedule = { exponential = 0.98 }", "schedule = { exponential = 1e30 }");
+    fs::write(&recipe, text).unwrap();
+    let run_dir = out.path().join("run");
+    let o = run_train(&train_args(data.path(), &run_dir, &["--method", "ptune", "--epochs", "3", "--lr", "1e-3", "--recipe", recipe.to_str().unwrap()]));
+    assert_clean_error(&o, &["loss became", "epoch 2", "last good checkpoint (epoch 1)"]);
+    assert_eq!(fs::read_to_string(run_dir.join("checkpoint/LATEST")).unwrap().trim(), "epoch-0001");
+    assert_eq!(metrics(&run_dir).len(), 1);
+}
+
+#[test]
+fn bad_data_is_reported_with_file_and_line() {
+    let cases: [(&[u8], &str); 4] = [
+        (b"\xe5\xa5\xbd\t1\nno tab here\n", "train.tsv:2: no tab"),
+        ("好\t1\n差\t7\n".as_bytes(), "train.tsv:2: unknown label \"7\""),
+        ("好\t1\n\t0\n".as_bytes(), "train.tsv:2: empty text"),
+        (b"good\t1\nbad \xff\xfe\t0\n", "train.tsv:2: not valid UTF-8"),
+    ];
+    for (content, needle) in cases {
+        let data = small_data(10, 10);
+        fs::write(data.path().join("train.tsv"), content).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = out.path().join("run");
+        let o = run_train(&train_args(data.path(), &run_dir, &["--method", "zeroshot"]));
+        assert_clean_error(&o, &[needle]);
+        assert!(!run_dir.exists(), "a failed run left files behind");
+    }
+}
+
+#[test]
+fn bad_templates_and_label_words_are_rejected() {
+    let data = small_data(40, 10);
+    let cases: [(&[&str], &str); 6] = [
+        (&["--template", "[P]*4 {text}"], "no [MASK]"),
+        (&["--template", "[P]*4 [MASK]"], "no text slot"),
+        (&["--template", "[P]*99 [MASK] {text}"], "[unused100]"),
+        (&["--template", "[FOO] [MASK] {text}"], "unknown token [FOO]"),
+        (&["--labels", "0=不,1=😀"], "tokenizes to [UNK]"),
+        (&["--labels", "0=不好,1=很"], "is 2 tokens"),
+    ];
+    for (extra, needle) in cases {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "1"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        assert_clean_error(&run_train(&args), &[needle]);
+    }
+}
+
+#[test]
+fn manual_template_with_two_token_label_words_runs() {
+    // PET-style template with consecutive [MASK]s and two-character label words
+    let data = small_data(40, 20);
+    let out = tempfile::tempdir().unwrap();
+    let o = run_train(&train_args(data.path(), out.path(), &["--method", "zeroshot", "--template", "[MASK]*2满意。{text}", "--labels", "0=不太,1=非常"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = metrics(out.path());
+    assert_eq!(m[0]["valid"]["n"], 20);
+}
