@@ -46,24 +46,24 @@ impl<B: Backend> PromptClassifier<B> {
         embeds.mask_where(mask, spliced)
     }
 
-    /// Last hidden state, flattened to `[batch * len, hidden]`.
-    pub fn hidden(&self, batch: &Batch, device: &B::Device) -> Tensor<B, 2> {
+    /// Last hidden state, flattened to `[batch * len, hidden]`; dropout on iff `dropout_seed`.
+    pub fn hidden(&self, batch: &Batch, dropout_seed: Option<u64>, device: &B::Device) -> Tensor<B, 2> {
         let (b, l) = (batch.batch_size, batch.seq_len);
         let embeds = self.input_embeddings(batch, device);
         let types = batch.has_token_types().then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
         let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
-        let hidden = self.lm.encode(embeds, types, &mask);
+        let hidden = self.lm.encode(embeds, types, &mask, dropout_seed);
         let h = hidden.dims()[2];
         hidden.reshape([b * l, h])
     }
 
     /// Mean cross-entropy over the full vocabulary at the batch's targets (MLM head applied
-    /// only at those positions).
-    pub fn loss(&self, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    /// only at those positions). Dropout is on iff `dropout_seed` is given.
+    pub fn loss(&self, batch: &Batch, dropout_seed: Option<u64>, device: &B::Device) -> Tensor<B, 1> {
         let positions: Vec<u32> = batch.targets.iter().map(|&(p, _)| p as u32).collect();
         let targets: Vec<u32> = batch.targets.iter().map(|&(_, t)| t).collect();
         let n = positions.len();
-        let hidden = self.hidden(batch, device).select(0, int_tensor::<B, 1>(&positions, [n], device));
+        let hidden = self.hidden(batch, dropout_seed, device).select(0, int_tensor::<B, 1>(&positions, [n], device));
         let logits = self.lm.mlm_logits(hidden);
         CrossEntropyLossConfig::new().init(device).forward(logits, int_tensor::<B, 1>(&targets, [n], device))
     }
@@ -76,7 +76,7 @@ impl<B: Backend> PromptClassifier<B> {
         let n_classes = word_ids.len();
         let flat_words: Vec<u32> = word_ids.iter().flatten().copied().collect();
         let positions: Vec<u32> = batch.mask_positions.iter().map(|&p| p as u32).collect();
-        let hidden = self.hidden(batch, device).select(0, int_tensor::<B, 1>(&positions, [positions.len()], device));
+        let hidden = self.hidden(batch, None, device).select(0, int_tensor::<B, 1>(&positions, [positions.len()], device));
         let logits = self.lm.mlm_logits_for(hidden, int_tensor::<B, 1>(&flat_words, [flat_words.len()], device));
         let (_, data) = to_host(logits);
         let cols = flat_words.len();
@@ -112,7 +112,9 @@ pub fn argmax(scores: &[f32]) -> usize {
 }
 
 /// Class scores for many encoded examples, in their order. Batches are formed from
-/// length-sorted examples so little padding is computed.
+/// length-sorted examples so little padding is computed, and are scored on all cores: most
+/// per-op kernels of the CPU backend run on one thread, so batch-level parallelism is what
+/// keeps both cores busy.
 pub fn score_all<B: Backend>(
     model: &PromptClassifier<B>,
     examples: &[crate::prompt::Encoded],
@@ -121,13 +123,20 @@ pub fn score_all<B: Backend>(
     pad_id: u32,
     device: &B::Device,
 ) -> Vec<Vec<f32>> {
+    use rayon::prelude::*;
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].ids.len());
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    let scored: Vec<Vec<Vec<f32>>> = chunks
+        .par_iter()
+        .map(|chunk| {
+            let items: Vec<_> = chunk.iter().map(|&i| (&examples[i], 0usize)).collect();
+            model.class_scores(&Batch::collate(&items, pad_id), word_ids, device)
+        })
+        .collect();
     let mut scores = vec![Vec::new(); examples.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let items: Vec<_> = chunk.iter().map(|&i| (&examples[i], 0usize)).collect();
-        let batch = Batch::collate(&items, pad_id);
-        for (&i, s) in chunk.iter().zip(model.class_scores(&batch, word_ids, device)) {
+    for (chunk, batch_scores) in chunks.iter().zip(scored) {
+        for (&i, s) in chunk.iter().zip(batch_scores) {
             scores[i] = s;
         }
     }

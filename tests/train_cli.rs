@@ -25,7 +25,7 @@ fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
 
 fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {
     let mut v: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--shots", "8",
-        "--max-len", "64", "--batch-size", "8", "--passes", "1", "--threads", "1"]
+        "--max-len", "64", "--batch-size", "8", "--passes", "1", "--threads", "2"]
         .iter().map(|s| s.to_string()).collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v

@@ -16,6 +16,17 @@ pub struct BackendArgs {
     pub threads: Option<usize>,
 }
 
+impl BackendArgs {
+    /// How many parts a training batch is split into and computed on in parallel: one per CPU
+    /// thread (the CPU backend runs most kernels on one thread), one on a GPU.
+    pub fn micro_batches(&self) -> usize {
+        if self.device != "cpu" {
+            return 1;
+        }
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    }
+}
+
 /// A command body, generic over the (autodiff) backend.
 pub trait Job {
     type Output;

@@ -94,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
                 data: run_args.data_files(),
                 resume: false,
                 progress: !run_args.quiet,
+                micro_batches: run_args.backend.micro_batches(),
             });
         }
     }

@@ -184,6 +184,7 @@ pub fn run(args: Args) -> Result<()> {
         out_dir: out.clone(),
         resume: args.resume,
         progress: !args.run.quiet,
+        micro_batches: args.run.backend.micro_batches(),
     };
     let s = run_job(&args.run.backend, TrainJob(spec))?;
     println!(

@@ -69,6 +69,39 @@ impl Batch {
         self.targets.sort_unstable();
     }
 
+    /// Splits the batch into up to `parts` batches of consecutive rows (each trimmed to its own
+    /// longest row), for computing one step on several threads.
+    pub fn split_rows(&self, parts: usize) -> Vec<Batch> {
+        let parts = parts.clamp(1, self.batch_size.max(1));
+        if parts == 1 {
+            return vec![self.clone()];
+        }
+        let (l, n_mask) = (self.seq_len, self.n_mask());
+        let row_len = |r: usize| self.attention[r * l..(r + 1) * l].iter().filter(|&&a| a != 0).count();
+        let per = self.batch_size.div_ceil(parts);
+        (0..self.batch_size)
+            .step_by(per)
+            .map(|start| {
+                let end = (start + per).min(self.batch_size);
+                let nl = (start..end).map(row_len).max().unwrap_or(0);
+                let remap = |p: usize| (p / l - start) * nl + p % l;
+                let in_rows = |p: &usize| *p >= start * l && *p < end * l;
+                let rows = |v: &[u32]| (start..end).flat_map(|r| v[r * l..r * l + nl].iter().copied()).collect::<Vec<_>>();
+                Batch {
+                    batch_size: end - start,
+                    seq_len: nl,
+                    ids: rows(&self.ids),
+                    token_types: rows(&self.token_types),
+                    attention: rows(&self.attention),
+                    mask_positions: self.mask_positions[start * n_mask..end * n_mask].iter().map(|&p| remap(p)).collect(),
+                    pseudo_positions: self.pseudo_positions.iter().filter(|(p, _)| in_rows(p)).map(|&(p, k)| (remap(p), k)).collect(),
+                    labels: self.labels[start..end].to_vec(),
+                    targets: self.targets.iter().filter(|(p, _)| in_rows(p)).map(|&(p, t)| (remap(p), t)).collect(),
+                }
+            })
+            .collect()
+    }
+
     pub fn has_token_types(&self) -> bool {
         self.token_types.iter().any(|&t| t != 0)
     }
@@ -137,6 +170,23 @@ mod tests {
         assert_eq!(&batch.attention[..6], &[1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.mask_positions, vec![2, 8]);
         assert_eq!(batch.pseudo_positions, vec![(1, 0), (7, 0)]);
+    }
+
+    #[test]
+    fn split_rows_keeps_every_row_and_target() {
+        let (a, b, c) = (enc(3), enc(6), enc(4));
+        let mut batch = Batch::collate(&[(&a, 0), (&b, 1), (&c, 0)], 0);
+        batch.targets = vec![(1, 7), (8, 9), (14, 5)];
+        let parts = batch.split_rows(2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].batch_size, parts[0].seq_len), (2, 6));
+        assert_eq!((parts[1].batch_size, parts[1].seq_len), (1, 4));
+        assert_eq!(parts[1].ids, c.ids);
+        assert_eq!(parts[0].targets, vec![(1, 7), (8, 9)]);
+        assert_eq!(parts[1].targets, vec![(2, 5)]);
+        assert_eq!(parts[1].mask_positions, vec![2]);
+        assert_eq!(parts[1].pseudo_positions, vec![(1, 0)]);
+        assert_eq!(batch.split_rows(1), vec![batch.clone()]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod dropout;
 pub mod fill_mask;
 pub mod pickle;
 pub mod prompt_encoder;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -23,6 +23,7 @@ use crate::classifier::{PromptClassifier, argmax, score_all};
 use crate::data::Batch;
 use crate::error::{Error, Result, write_atomic};
 use crate::model::bert::BertForMaskedLM;
+use crate::model::dropout::mix;
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::{RawTensor, TensorMap, parse_safetensors, safetensors_bytes};
 use crate::model::weights::{Weights, to_host};
@@ -39,6 +40,9 @@ pub struct RunSpec {
     pub resume: bool,
     /// Progress bars and per-epoch lines on stderr.
     pub progress: bool,
+    /// Parts each training batch is split into and computed on in parallel (CPU threads);
+    /// the gradients are summed, so the step is the same up to float rounding.
+    pub micro_batches: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,7 +262,7 @@ struct Loop<'a, B: AutodiffBackend> {
 /// Per-epoch seed: the same (seed, epoch) gives the same shuffles, masks and dropout, so a
 /// resumed run continues exactly as an uninterrupted one.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    seed.wrapping_mul(0x9E3779B97F4A7C15) ^ (epoch as u64).wrapping_mul(0xD1B54A32D192ED03)
+    mix(seed, epoch as u64)
 }
 
 impl<B: AutodiffBackend> Loop<'_, B> {
@@ -291,7 +295,6 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         for epoch in state.epoch + 1..=c.epochs {
             let seed = epoch_seed(c.seed, epoch);
             let mut rng = StdRng::seed_from_u64(seed);
-            B::seed(self.device, seed);
             let bar = self.progress_bar(epoch, steps);
             let t0 = Instant::now();
             let (mut loss_sum, mut examples) = (0.0f64, 0usize);
@@ -316,8 +319,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 }
                 batch.set_label_targets(&self.prepared.verbalizer.word_ids);
                 lr = c.schedule.lr(c.lr, epoch, state.step);
-                let loss = model.loss(&batch, self.device);
-                let value: f64 = loss.clone().into_scalar().elem();
+                let (value, grads) = self.loss_and_grads(&model, &batch, mix(seed, state.step as u64));
                 if !value.is_finite() {
                     bar.abandon();
                     let kept = match self.checkpoints.latest()? {
@@ -329,7 +331,6 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                         s + 1
                     )));
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model, grads);
                 state.step += 1;
                 loss_sum += value;
@@ -387,6 +388,34 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let summary = summarize(self.spec, self.prepared, &state.history, trainable, wall_before + start.elapsed().as_secs_f64());
         write_outputs(self.spec, &state.history, &summary)?;
         Ok(summary)
+    }
+
+    /// Loss (mean over the batch's targets) and its gradients, the batch's row groups computed
+    /// on parallel threads, each with its own autodiff graph and dropout stream.
+    fn loss_and_grads(&self, model: &PromptClassifier<B>, batch: &Batch, step_seed: u64) -> (f64, GradientsParams) {
+        use rayon::prelude::*;
+        let parts = batch.split_rows(self.spec.micro_batches);
+        let total = batch.targets.len() as f64;
+        let results: Vec<(f64, GradientsParams)> = parts
+            .par_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                // `fork` gives each part its own autodiff leaves (same parameter ids), so the
+                // parts' graphs stay separate and backpropagate concurrently.
+                let model = if parts.len() > 1 { model.clone().fork(self.device) } else { model.clone() };
+                let weight = part.targets.len() as f64 / total;
+                let loss = model.loss(part, Some(mix(step_seed, i as u64)), self.device).mul_scalar(weight);
+                let value: f64 = loss.clone().into_scalar().elem();
+                (value, GradientsParams::from_grads(loss.backward(), &model))
+            })
+            .collect();
+        let mut accumulator = GradientsAccumulator::new();
+        let mut value = 0.0;
+        for (v, g) in results {
+            value += v;
+            accumulator.accumulate(model, g);
+        }
+        (value, accumulator.grads())
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> indicatif::ProgressBar {
