@@ -3,12 +3,14 @@
 //! Layers (dependencies point down): `cli` (the binary) → `train` / `serve` → `classifier`
 //! → `model`, `prompt`, `data` → `tokenizer`, `error`. See ARCHITECTURE.md.
 
+pub mod adapter;
 pub mod classifier;
 pub mod train;
 pub mod data;
 pub mod error;
 pub mod model;
 pub mod prompt;
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -2,8 +2,11 @@
 
 mod backend;
 mod compare;
+mod export;
 mod fill_mask;
 mod inspect;
+mod predict;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -29,6 +32,12 @@ enum Command {
     Train(train::Args),
     /// Zero-shot, fine-tuning and P-tuning on the same split: one table and a plot.
     Compare(compare::Args),
+    /// Bake a trained P-tuning run into a small adapter file.
+    Export(export::Args),
+    /// Classify texts with an adapter.
+    Predict(predict::Args),
+    /// Serve adapters over HTTP on one shared backbone.
+    Serve(serve::Args),
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code:
@@ -40,6 +49,9 @@ pub fn main() -> i32 {
         Command::FillMask(a) => fill_mask::run(a),
         Command::Train(a) => train::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => 0,

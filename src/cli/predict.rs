@@ -1,0 +1,119 @@
+//! `ptune predict`: classify texts with an adapter on a backbone.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use ptune::adapter::{Adapter, fingerprint};
+use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
+
+use super::{BackendArgs, Job, run_job};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Format {
+    /// `label<TAB>p(class)...<TAB>text`, with a header line.
+    Tsv,
+    /// One JSON object per line: text, label, probs.
+    Jsonl,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Texts to classify (or use --input).
+    texts: Vec<String>,
+    #[arg(long, default_value_os_t = super::default_model())]
+    model: PathBuf,
+    /// Adapter file written by `ptune export`.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// File with one text per line (a TSV row's first column; `-` for stdin).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "tsv")]
+    format: Format,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// Texts with their source (for messages): one per argument, or one per input line.
+fn read_texts(args: &Args) -> Result<Vec<String>> {
+    let Some(input) = &args.input else {
+        if args.texts.is_empty() {
+            return Err(Error::invalid("no texts: give them as arguments or with --input FILE (- for stdin)"));
+        }
+        return Ok(args.texts.clone());
+    };
+    if !args.texts.is_empty() {
+        return Err(Error::invalid("give texts either as arguments or with --input, not both"));
+    }
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(input).map_err(|e| Error::io(input, e))?))
+    };
+    let mut texts = Vec::new();
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| Error::io(input, e))?;
+        let line = String::from_utf8(line).map_err(|_| Error::line(input, i + 1, "not valid UTF-8"))?;
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        let text = line.split('\t').next().unwrap_or("");
+        if text.trim().is_empty() {
+            return Err(Error::line(input, i + 1, "empty text"));
+        }
+        texts.push(text.to_string());
+    }
+    if texts.is_empty() {
+        return Err(Error::file(input, "no texts"));
+    }
+    Ok(texts)
+}
+
+struct Predict(Args, ModelDir, Adapter, Vec<String>);
+
+impl Job for Predict {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let Predict(a, model_dir, adapter, texts) = self;
+        let tokenizer = model_dir.tokenizer()?;
+        let lm = model_dir.load::<B::InnerBackend>(&device)?;
+        adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
+        let task = adapter.task(&lm, &tokenizer, &device)?;
+        let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+        let preds = task.classify(&tokenizer, &inputs, a.batch_size, &device)?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let classes = &task.verbalizer.classes;
+        let w = |e: std::io::Error| Error::invalid(format!("writing output: {e}"));
+        if let Format::Tsv = a.format {
+            let probs: Vec<String> = classes.iter().map(|c| format!("p_{c}")).collect();
+            writeln!(out, "label\t{}\ttext", probs.join("\t")).map_err(w)?;
+        }
+        for (text, p) in texts.iter().zip(preds) {
+            match a.format {
+                Format::Tsv => {
+                    let probs: Vec<String> = p.probs.iter().map(|x| format!("{x:.6}")).collect();
+                    writeln!(out, "{}\t{}\t{}", p.label, probs.join("\t"), text.replace(['\t', '\n'], " ")).map_err(w)?
+                }
+                Format::Jsonl => {
+                    let probs: serde_json::Map<String, serde_json::Value> =
+                        classes.iter().cloned().zip(p.probs.iter().map(|x| serde_json::json!(x))).collect();
+                    let line = serde_json::json!({ "text": text, "label": p.label, "probs": probs });
+                    writeln!(out, "{line}").map_err(w)?
+                }
+            }
+        }
+        out.flush().map_err(w)
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let texts = read_texts(&args)?;
+    let model = ModelDir::open(&args.model)?;
+    let adapter = Adapter::read(&args.adapter)?;
+    let backend = args.backend.clone();
+    run_job(&backend, Predict(args, model, adapter, texts))
+}

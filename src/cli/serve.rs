@@ -1,0 +1,105 @@
+//! `ptune serve`: an HTTP server hosting several adapters on one backbone.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use ptune::adapter::{Adapter, fingerprint};
+use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
+use ptune::serve::{ServeConfig, TaskInfo, serve};
+
+use super::{BackendArgs, Job, run_job};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_os_t = super::default_model())]
+    model: PathBuf,
+    /// A task: NAME=ADAPTER_FILE (repeat for more tasks).
+    #[arg(long = "adapter", required = true)]
+    adapters: Vec<String>,
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Most texts computed together across concurrent requests.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Longest a request waits for others to share its batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    #[arg(long, default_value_t = 64)]
+    max_texts: usize,
+    #[arg(long, default_value_t = 2000)]
+    max_text_chars: usize,
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 32)]
+    forward_batch: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+struct Serve(Args, ModelDir, Vec<(String, PathBuf, Adapter)>);
+
+impl Job for Serve {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let Serve(a, model_dir, adapters) = self;
+        let tokenizer = model_dir.tokenizer()?;
+        let lm = model_dir.load::<B::InnerBackend>(&device)?;
+        let backbone = fingerprint(&model_dir, &lm)?;
+        let mut tasks = Vec::new();
+        for (name, path, adapter) in adapters {
+            adapter.check_backbone(&path, &backbone, &model_dir.dir)?;
+            let task = adapter.task(&lm, &tokenizer, &device)?;
+            let info = TaskInfo {
+                name,
+                classes: task.verbalizer.classes.clone(),
+                label_words: task.verbalizer.words.clone(),
+                template: adapter.info.template.clone(),
+                prompts: adapter.info.n_prompts,
+                source: adapter.info.source.clone(),
+            };
+            tasks.push((info, task));
+        }
+        let config = ServeConfig {
+            addr: a.addr,
+            max_batch: a.max_batch.max(1),
+            max_wait: Duration::from_millis(a.max_wait_ms),
+            max_texts_per_request: a.max_texts.max(1),
+            max_text_chars: a.max_text_chars,
+            max_body_bytes: a.max_body_bytes,
+            forward_batch: a.forward_batch.max(1),
+        };
+        let n = tasks.len();
+        serve(tasks, tokenizer, config, device, |addr| {
+            println!("listening on http://{addr} ({n} tasks on {})", model_dir.dir.display());
+            let _ = std::io::stdout().flush();
+        })?;
+        eprintln!("shut down");
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = ModelDir::open(&args.model)?;
+    let mut adapters = Vec::new();
+    for spec in &args.adapters {
+        let (name, file) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+            .ok_or_else(|| Error::invalid(format!("--adapter \"{spec}\": expected NAME=FILE")))?;
+        if adapters.iter().any(|(n, _, _): &(String, PathBuf, Adapter)| n == name) {
+            return Err(Error::invalid(format!("--adapter: task name \"{name}\" given twice")));
+        }
+        let path = PathBuf::from(file);
+        let adapter = Adapter::read(&path)?;
+        adapters.push((name.to_string(), path, adapter));
+    }
+    let backend = args.backend.clone();
+    run_job(&backend, Serve(args, model, adapters))
+}
