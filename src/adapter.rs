@@ -171,7 +171,7 @@ pub struct Prediction {
     pub probs: Vec<f32>,
 }
 
-impl<B: Backend> Task<B> {
+impl<B: crate::model::kernels::Kernels> Task<B> {
     /// Classifies texts (batched, length-sorted, in parallel on CPU); `text_b` for pair templates.
     pub fn classify(&self, tokenizer: &BertTokenizer, texts: &[(&str, Option<&str>)], batch_size: usize, device: &B::Device) -> Result<Vec<Prediction>> {
         let encoded = texts

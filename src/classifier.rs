@@ -8,6 +8,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::data::Batch;
 use crate::model::bert::{AttentionMask, BertForMaskedLM};
+use crate::model::kernels::Kernels;
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::weights::to_host;
 
@@ -23,7 +24,7 @@ pub(crate) fn int_tensor<B: Backend, const D: usize>(v: &[u32], shape: [usize; D
     Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), shape), device)
 }
 
-impl<B: Backend> PromptClassifier<B> {
+impl<B: Kernels> PromptClassifier<B> {
     /// Input embeddings `[batch, len, hidden]` with the prompt vectors spliced in.
     pub fn input_embeddings(&self, batch: &Batch, device: &B::Device) -> Tensor<B, 3> {
         let (b, l) = (batch.batch_size, batch.seq_len);
@@ -115,7 +116,7 @@ pub fn argmax(scores: &[f32]) -> usize {
 /// length-sorted examples so little padding is computed, and are scored on all cores: most
 /// per-op kernels of the CPU backend run on one thread, so batch-level parallelism is what
 /// keeps both cores busy.
-pub fn score_all<B: Backend>(
+pub fn score_all<B: Kernels>(
     model: &PromptClassifier<B>,
     examples: &[crate::prompt::Encoded],
     word_ids: &[Vec<u32>],

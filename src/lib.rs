@@ -4,6 +4,7 @@
 //! → `model`, `prompt`, `data` → `tokenizer`, `error`. See ARCHITECTURE.md.
 
 pub mod adapter;
+pub mod bench;
 pub mod classifier;
 pub mod train;
 pub mod data;

@@ -1,7 +1,6 @@
 //! Backend selection: every command body is written once, generic over the burn backend,
 //! and instantiated here for the CPU (Flex) backend and, with `--features cuda`, for CUDA.
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use ptune::error::{Error, Result};
@@ -30,7 +29,7 @@ impl BackendArgs {
 /// A command body, generic over the (autodiff) backend.
 pub trait Job {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
 pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::error::{Error, Result, write_atomic};
 use ptune::model::ModelDir;
@@ -37,7 +36,7 @@ struct CompareJob {
 
 impl Job for CompareJob {
     type Output = Vec<(RunSpec, Summary)>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output> {
         let mut out = Vec::new();
         for spec in self.specs {
             let prepared = Prepared::load(&spec.config, &spec.model, &spec.data)?;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::error::Result;
 use ptune::model::ModelDir;
@@ -28,7 +27,7 @@ struct Export(Args, ModelDir);
 
 impl Job for Export {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Export(a, model) = self;
         let adapter = ptune::train::export::export_run::<B::InnerBackend>(&a.run, &model, &device)?;
         adapter.write(&a.out)?;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::error::Result;
 use ptune::model::ModelDir;
@@ -29,7 +28,7 @@ struct FillMask(Args);
 
 impl Job for FillMask {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let dir = ModelDir::open(&a.model)?;
         let tokenizer = dir.tokenizer()?;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::error::Result;
 use ptune::model::ModelDir;
@@ -23,7 +22,7 @@ struct Inspect(ModelDir);
 
 impl Job for Inspect {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let dir = self.0;
         let c = &dir.config;
         let tokenizer = dir.tokenizer()?;

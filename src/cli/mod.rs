@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing, backend choice, and one small file per subcommand.
 
 mod backend;
+mod bench;
 mod compare;
 mod export;
 mod fill_mask;
@@ -38,6 +39,8 @@ enum Command {
     Predict(predict::Args),
     /// Serve adapters over HTTP on one shared backbone.
     Serve(serve::Args),
+    /// Measure evaluation and training throughput.
+    Bench(bench::Args),
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code:
@@ -52,6 +55,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => 0,

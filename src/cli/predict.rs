@@ -3,7 +3,6 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::adapter::{Adapter, fingerprint};
 use ptune::error::{Error, Result};
@@ -77,7 +76,7 @@ struct Predict(Args, ModelDir, Adapter, Vec<String>);
 
 impl Job for Predict {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Predict(a, model_dir, adapter, texts) = self;
         let tokenizer = model_dir.tokenizer()?;
         let lm = model_dir.load::<B::InnerBackend>(&device)?;

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::adapter::{Adapter, fingerprint};
 use ptune::error::{Error, Result};
@@ -47,7 +46,7 @@ struct Serve(Args, ModelDir, Vec<(String, PathBuf, Adapter)>);
 
 impl Job for Serve {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Serve(a, model_dir, adapters) = self;
         let tokenizer = model_dir.tokenizer()?;
         let lm = model_dir.load::<B::InnerBackend>(&device)?;

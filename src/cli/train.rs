@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 
 use ptune::data::{FewShot, MlmAugment};
 use ptune::error::{Error, Result};
@@ -146,7 +145,7 @@ struct TrainJob(RunSpec);
 
 impl Job for TrainJob {
     type Output = ptune::train::Summary;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output> {
         ptune::train::train::<B>(&self.0, &device)
     }
 }

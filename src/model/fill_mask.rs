@@ -1,7 +1,6 @@
 //! Top-k predictions at every `[MASK]` of a text (transformers' `fill-mask` pipeline).
 
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::bert::BertForMaskedLM;
@@ -16,7 +15,7 @@ pub struct MaskPrediction {
     pub candidates: Vec<(String, u32, f32)>,
 }
 
-pub fn fill_mask<B: Backend>(
+pub fn fill_mask<B: super::kernels::Kernels>(
     model: &BertForMaskedLM<B>,
     tokenizer: &BertTokenizer,
     text: &str,

@@ -4,6 +4,7 @@ pub mod bert;
 pub mod config;
 pub mod dropout;
 pub mod fill_mask;
+pub mod kernels;
 pub mod pickle;
 pub mod prompt_encoder;
 pub mod tensors;
@@ -15,6 +16,7 @@ use burn::tensor::backend::Backend;
 
 pub use bert::{AttentionMask, BertForMaskedLM};
 pub use config::BertConfig;
+pub use kernels::{Kernels, TrainBackend};
 pub use tensors::{SourceDType, WeightFormat};
 
 use crate::error::{Error, Result};

@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -139,7 +138,7 @@ async fn not_found() -> Response {
 }
 
 /// The compute thread: gathers jobs into batches and runs them on the backbone.
-fn compute_loop<B: Backend>(
+fn compute_loop<B: crate::model::kernels::Kernels>(
     jobs: mpsc::Receiver<Job>,
     tasks: Vec<Task<B>>,
     tokenizer: BertTokenizer,
@@ -211,7 +210,7 @@ async fn shutdown_signal() {
 
 /// Serves until Ctrl-C or SIGTERM. `on_listen` is called with the bound address (useful with
 /// port 0), after which requests are accepted.
-pub fn serve<B: Backend>(
+pub fn serve<B: crate::model::kernels::Kernels>(
     tasks: Vec<(TaskInfo, Task<B>)>,
     tokenizer: BertTokenizer,
     config: ServeConfig,

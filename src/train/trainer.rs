@@ -27,7 +27,7 @@ use crate::model::dropout::mix;
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::{RawTensor, TensorMap, parse_safetensors, safetensors_bytes};
 use crate::model::weights::{Weights, to_host};
-use crate::model::ModelDir;
+use crate::model::{Kernels, ModelDir, TrainBackend};
 
 /// Everything one training run needs.
 #[derive(Debug, Clone)]
@@ -91,13 +91,13 @@ struct TrainerState {
 }
 
 /// Trains (or, for zero-shot, evaluates) as `spec` says, writing the run directory.
-pub fn train<B: AutodiffBackend>(spec: &RunSpec, device: &B::Device) -> Result<Summary> {
+pub fn train<B: TrainBackend>(spec: &RunSpec, device: &B::Device) -> Result<Summary> {
     let prepared = Prepared::load(&spec.config, &spec.model, &spec.data)?;
     train_prepared::<B>(spec, &prepared, device)
 }
 
 /// As [`train`], with the data already read and encoded.
-pub fn train_prepared<B: AutodiffBackend>(spec: &RunSpec, prepared: &Prepared, device: &B::Device) -> Result<Summary> {
+pub fn train_prepared<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, device: &B::Device) -> Result<Summary> {
     let c = &spec.config;
     std::fs::create_dir_all(&spec.out_dir).map_err(|e| Error::io(&spec.out_dir, e))?;
     let config_path = spec.out_dir.join("config.toml");
@@ -141,7 +141,7 @@ pub fn train_prepared<B: AutodiffBackend>(spec: &RunSpec, prepared: &Prepared, d
     }
 }
 
-fn zero_shot<B: AutodiffBackend>(spec: &RunSpec, prepared: &Prepared, model: PromptClassifier<B>, device: &B::Device) -> Result<Summary> {
+fn zero_shot<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, model: PromptClassifier<B>, device: &B::Device) -> Result<Summary> {
     let start = Instant::now();
     let inner = model.valid();
     let (valid, test) = (evaluate(&inner, prepared, &prepared.valid, spec, device), evaluate(&inner, prepared, &prepared.test, spec, device));
@@ -165,7 +165,7 @@ fn zero_shot<B: AutodiffBackend>(spec: &RunSpec, prepared: &Prepared, model: Pro
     Ok(summary)
 }
 
-fn evaluate<B: Backend>(model: &PromptClassifier<B>, prepared: &Prepared, split: &EncodedSplit, spec: &RunSpec, device: &B::Device) -> Metrics {
+fn evaluate<B: Kernels>(model: &PromptClassifier<B>, prepared: &Prepared, split: &EncodedSplit, spec: &RunSpec, device: &B::Device) -> Metrics {
     let encoded: Vec<_> = split.iter().map(|(e, _)| e.clone()).collect();
     let scores = score_all(model, &encoded, &prepared.verbalizer.word_ids, spec.config.eval_batch, prepared.tokenizer.pad_id, device);
     let pred: Vec<usize> = scores.iter().map(|s| argmax(s)).collect();
@@ -252,7 +252,7 @@ fn sub_map(map: &TensorMap, prefix: &str) -> TensorMap {
     map.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
 }
 
-struct Loop<'a, B: AutodiffBackend> {
+struct Loop<'a, B: TrainBackend> {
     spec: &'a RunSpec,
     prepared: &'a Prepared,
     checkpoints: Checkpoints,
@@ -265,7 +265,7 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     mix(seed, epoch as u64)
 }
 
-impl<B: AutodiffBackend> Loop<'_, B> {
+impl<B: TrainBackend> Loop<'_, B> {
     fn lm_trains(&self) -> bool {
         let c = &self.spec.config;
         c.method == Method::Finetune || c.tune_lm

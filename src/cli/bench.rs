@@ -1,0 +1,111 @@
+//! `ptune bench`: throughput of evaluation and of training steps (see bench/compare.sh for the
+//! side-by-side run with PyTorch).
+
+use std::path::PathBuf;
+
+
+use ptune::classifier::PromptClassifier;
+use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
+use ptune::train::{DataFiles, Method, Recipe, RunSpec};
+
+use super::{BackendArgs, Job, run_job};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_os_t = super::default_model())]
+    model: PathBuf,
+    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
+    data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Training steps timed per method.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Valid-set rows used for forward/eval (default: all).
+    #[arg(long)]
+    rows: Option<usize>,
+    /// What to measure.
+    #[arg(long, value_delimiter = ',', default_value = "forward,eval,ptune,finetune")]
+    what: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+struct Bench(Args, ModelDir);
+
+impl Job for Bench {
+    type Output = ();
+    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+        let Bench(a, model_dir) = self;
+        let recipe = Recipe::load("seed")?;
+        for what in &a.what {
+            match what.as_str() {
+                "forward" | "eval" => {
+                    let mut config = recipe.resolve(Method::Zeroshot)?;
+                    config.max_len = a.max_len;
+                    let tokenizer = model_dir.tokenizer()?;
+                    let template = ptune::prompt::Template::parse(&config.template, &tokenizer)?;
+                    let verbalizer = ptune::prompt::Verbalizer::parse(&config.labels, &tokenizer, template.n_mask())?;
+                    let mut rows = ptune::data::read_tsv(&a.data.join("valid.tsv"), &verbalizer.classes, false)?;
+                    rows.truncate(a.rows.unwrap_or(usize::MAX));
+                    let encoded = rows.iter().map(|r| template.encode(&tokenizer, &r.text_a, None, a.max_len)).collect::<Result<Vec<_>>>()?;
+                    let model = PromptClassifier { lm: model_dir.load::<B::InnerBackend>(&device)?, prompt: None };
+                    let t = if what == "forward" {
+                        ptune::bench::forward_in_order(&model, &encoded, &verbalizer.word_ids, a.batch_size, tokenizer.pad_id, &device)
+                    } else {
+                        ptune::bench::evaluation(&model, &encoded, &verbalizer.word_ids, a.batch_size, tokenizer.pad_id, &device)
+                    };
+                    println!("{}", serde_json::to_string(&t).expect("json"));
+                }
+                "ptune" | "finetune" => {
+                    let method = if what == "ptune" { Method::Ptune } else { Method::Finetune };
+                    let mut config = recipe.resolve(method)?;
+                    config.epochs = 1;
+                    config.max_steps_per_epoch = Some(a.steps);
+                    config.batch_size = a.batch_size;
+                    config.max_len = a.max_len;
+                    // the few-shot set of the recipe; evaluation on 8 rows only (not timed)
+                    let tmp = std::env::temp_dir().join(format!("ptune-bench-{}", std::process::id()));
+                    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                    let small: String = std::fs::read_to_string(a.data.join("valid.tsv"))
+                        .map_err(|e| Error::io(a.data.join("valid.tsv"), e))?
+                        .lines()
+                        .take(8)
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    std::fs::write(tmp.join("small.tsv"), small).map_err(|e| Error::io(&tmp, e))?;
+                    let spec = RunSpec {
+                        config,
+                        model: model_dir.clone(),
+                        data: DataFiles { train: a.data.join("train.tsv"), valid: tmp.join("small.tsv"), test: tmp.join("small.tsv") },
+                        out_dir: tmp.join("run"),
+                        resume: false,
+                        progress: false,
+                        micro_batches: a.backend.micro_batches(),
+                    };
+                    let summary = ptune::train::train::<B>(&spec, &device);
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    let s = summary?;
+                    let line = serde_json::json!({
+                        "what": format!("{what} training steps"),
+                        "steps": s.steps,
+                        "seconds": s.train_seconds,
+                        "examples_per_s": s.examples_per_s,
+                    });
+                    println!("{line}");
+                }
+                other => return Err(Error::invalid(format!("--what: unknown measurement \"{other}\" (forward, eval, ptune, finetune)"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = ModelDir::open(&args.model)?;
+    let backend = args.backend.clone();
+    run_job(&backend, Bench(args, model))
+}
