@@ -155,29 +155,55 @@ mod cpu {
         }
     });
 
+    /// Lanes of the partial maxima/sums below: float reductions only vectorise when written
+    /// as independent lanes (the compiler may not reorder a single running sum).
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn lane_max(v: &[f32]) -> f32 {
+        let mut m = [f32::NEG_INFINITY; LANES];
+        let mut chunks = v.chunks_exact(LANES);
+        for c in &mut chunks {
+            for j in 0..LANES {
+                m[j] = if c[j] > m[j] { c[j] } else { m[j] };
+            }
+        }
+        let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        m.iter().copied().fold(tail, f32::max)
+    }
+
+    #[inline(always)]
+    fn lane_sum(v: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = v.chunks_exact(LANES);
+        for c in &mut chunks {
+            for j in 0..LANES {
+                acc[j] += c[j];
+            }
+        }
+        acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    }
+
     // One softmax row of `scores + bias` written to `dst`.
     simd_dispatch!(softmax_row, (scores: &[f32], bias: &[f32], dst: &mut [f32]), {
-        let mut max = f32::NEG_INFINITY;
         for (d, (&s, &b)) in dst.iter_mut().zip(scores.iter().zip(bias)) {
             *d = s + b;
-            max = max.max(*d);
         }
-        let mut sum = 0.0f32;
+        let max = lane_max(dst);
         for d in dst.iter_mut() {
             *d = exp(*d - max);
-            sum += *d;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / lane_sum(dst);
         for d in dst.iter_mut() {
             *d *= inv;
         }
     });
 
     simd_dispatch!(softmax_grad_row, (y: &[f32], g: &[f32], dst: &mut [f32]), {
-        let mut dot = 0.0f32;
-        for (&y, &g) in y.iter().zip(g) {
-            dot += y * g;
+        for ((d, &y), &g) in dst.iter_mut().zip(y).zip(g) {
+            *d = y * g;
         }
+        let dot = lane_sum(dst);
         for ((d, &y), &g) in dst.iter_mut().zip(y).zip(g) {
             *d = y * (g - dot);
         }
