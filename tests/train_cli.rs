@@ -172,3 +172,37 @@ fn manual_template_with_two_token_label_words_runs() {
     let m = metrics(out.path());
     assert_eq!(m[0]["valid"]["n"], 20);
 }
+
+#[test]
+fn prompt_encoder_kinds_and_tune_lm_train() {
+    let data = small_data(200, 20);
+    for (extra, params) in [
+        (vec!["--prompt-encoder", "mlp"], 8 * 256 + 2 * (256 * 256 + 256)),
+        (vec!["--prompt-encoder", "embedding"], 8 * 256),
+        (vec!["--prompt-encoder", "embedding", "--tune-lm"], 8 * 256 + 8_787_336),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "1", "--lr", "1e-3"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = run_train(&args);
+        assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let summary: Value = serde_json::from_slice(&fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["trainable_params"].as_u64().unwrap(), params as u64, "{extra:?}");
+    }
+}
+
+#[test]
+fn compare_prints_one_table_and_writes_a_plot() {
+    let data = small_data(200, 30);
+    let out = tempfile::tempdir().unwrap();
+    let o = ptune(&["compare", "--data", data.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--quiet",
+        "--shots", "8", "--epochs", "1", "--passes", "1", "--threads", "2", "--max-len", "64"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for method in ["zeroshot", "finetune", "ptune"] {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("| {method} |"))), "no row for {method}:\n{stdout}");
+    }
+    for f in ["compare.md", "compare.json", "compare.svg", "ptune-seed42/metrics.jsonl"] {
+        assert!(out.path().join(f).is_file(), "missing {f}");
+    }
+}

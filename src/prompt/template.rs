@@ -199,3 +199,52 @@ impl Template {
         Ok(Encoded { ids, token_types, mask_positions, pseudo_positions })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> BertTokenizer {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini");
+        BertTokenizer::from_vocab_file(&dir.join("vocab.txt"), true).unwrap()
+    }
+
+    #[test]
+    fn seed_template_layout() {
+        let tok = tok();
+        let t = Template::parse("[P]*4 [MASK] [P]*4 {text}", &tok).unwrap();
+        assert_eq!((t.n_pseudo(), t.n_mask(), t.fixed_len()), (8, 1, 11));
+        let e = t.encode(&tok, "很好", None, 128).unwrap();
+        assert_eq!(&e.ids[..10], &[101, 2, 3, 4, 5, 103, 6, 7, 8, 9]);
+        assert_eq!(e.ids.last(), Some(&102));
+        assert_eq!(e.mask_positions, vec![5]);
+        assert_eq!(e.pseudo_positions, vec![1, 2, 3, 4, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn truncation_cuts_text_only_longest_first() {
+        let tok = tok();
+        let t = Template::parse("{text_a}[SEP]{text_b}[P]*2[MASK]", &tok).unwrap();
+        assert!(t.is_pair());
+        let e = t.encode(&tok, "一二三四五六七八九十", Some("甲乙丙"), 12).unwrap();
+        // 12 = [CLS] + [SEP] + [P][P] + [MASK] + [SEP] (6 fixed) + 6 text tokens: a keeps 3, b 3
+        assert_eq!(e.ids.len(), 12);
+        assert_eq!(tok.tokens(&e.ids[1..4]), vec!["一", "二", "三"]);
+        assert_eq!(tok.tokens(&e.ids[5..8]), vec!["甲", "乙", "丙"]);
+        assert_eq!(e.token_types, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(e.mask_positions, vec![10]);
+        assert!(t.encode(&tok, "x", Some("y"), 5).is_err(), "template longer than max length");
+        assert!(t.encode(&tok, "x", None, 64).is_err(), "pair template without text_b");
+    }
+
+    #[test]
+    fn literal_text_and_specs_errors() {
+        let tok = tok();
+        let t = Template::parse("[MASK]满意。{text}", &tok).unwrap();
+        let e = t.encode(&tok, "好", None, 32).unwrap();
+        assert_eq!(tok.tokens(&e.ids), vec!["[CLS]", "[MASK]", "满", "意", "。", "好", "[SEP]"]);
+        for bad in ["[MASK] {text", "[P]*x [MASK] {text}", "[MASK] x [MASK] {text}", "{text} {text} [MASK]", "{label} [MASK]"] {
+            assert!(Template::parse(bad, &tok).is_err(), "{bad}");
+        }
+    }
+}

@@ -64,3 +64,28 @@ impl Verbalizer {
         self.classes.iter().zip(&self.words).map(|(c, w)| format!("{c}={w}")).collect::<Vec<_>>().join(",")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> BertTokenizer {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini");
+        BertTokenizer::from_vocab_file(&dir.join("vocab.txt"), true).unwrap()
+    }
+
+    #[test]
+    fn multi_class_and_multi_token_words() {
+        let tok = tok();
+        let v = Verbalizer::parse("neg=差,mid=中,pos=好", &tok, 1).unwrap();
+        assert_eq!(v.classes, vec!["neg", "mid", "pos"]);
+        assert_eq!(v.class_index("pos"), Some(2));
+        assert_eq!(v.spec(), "neg=差,mid=中,pos=好");
+        let v2 = Verbalizer::parse("0=不好,1=很好", &tok, 2).unwrap();
+        assert_eq!(v2.word_ids[1].len(), 2);
+        assert!(Verbalizer::parse("0=不,0=很", &tok, 1).unwrap_err().to_string().contains("twice"));
+        assert!(Verbalizer::parse("0=很,1=很", &tok, 1).unwrap_err().to_string().contains("share"));
+        assert!(Verbalizer::parse("0不", &tok, 1).is_err());
+        assert!(Verbalizer::parse("0=不", &tok, 1).unwrap_err().to_string().contains("two classes"));
+    }
+}
