@@ -6,7 +6,7 @@
 //! pass is given a dropout seed (training) and off otherwise.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::Backend;
@@ -34,6 +34,25 @@ impl<B: Backend> AttentionMask<B> {
         // least one real key ([CLS]), so no row is all -inf.
         let bias = Tensor::<B, 4>::zeros([b, 1, 1, l], &pad.device()).mask_fill(pad, f32::NEG_INFINITY);
         AttentionMask { bias }
+    }
+}
+
+/// LayerNorm over the hidden axis with HF's parameter names (`LayerNorm.weight` / `.bias`).
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Kernels> LayerNorm<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm_fused(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            self.bias.val().into_primitive().tensor(),
+            self.eps,
+        )))
     }
 }
 
@@ -380,8 +399,8 @@ impl<B: Backend> BertForMaskedLM<B> {
             put(format!("{p}.bias"), b);
         };
         let ln = |p: String, l: &LayerNorm<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
-            put(format!("{p}.weight"), to_host(l.gamma.val()));
-            put(format!("{p}.bias"), to_host(l.beta.as_ref().expect("BERT LayerNorms have a bias").val()));
+            put(format!("{p}.weight"), to_host(l.weight.val()));
+            put(format!("{p}.bias"), to_host(l.bias.val()));
         };
         let e = &self.bert.embeddings;
         put("bert.embeddings.word_embeddings.weight".into(), to_host(e.word_embeddings.weight.val()));

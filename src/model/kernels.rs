@@ -46,6 +46,40 @@ pub trait Kernels: Backend {
         Self::float_mul(y, Self::float_sub(grad, dot))
     }
 
+    /// LayerNorm over the last axis: `(x − mean) / sqrt(var + eps) · weight + bias`.
+    fn layer_norm_fused(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        Self::layer_norm(x, weight, Some(bias), eps)
+    }
+
+    /// Gradients of [`Kernels::layer_norm_fused`] w.r.t. `x`, `weight` and `bias`, given the
+    /// output gradient `dy` (statistics recomputed from `x`).
+    fn layer_norm_fused_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let h = shape[last];
+        let rows = shape.num_elements() / h;
+        let flat = |t: FloatTensor<Self>| Self::float_reshape(t, Shape::new([rows, h]));
+        let (x, dy) = (flat(x), flat(dy));
+        let mean = Self::float_mean_dim(x.clone(), 1);
+        let xc = Self::float_sub(x, mean);
+        let var = Self::float_mean_dim(Self::float_mul(xc.clone(), xc.clone()), 1);
+        let rstd = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(var, (eps as f32).into())));
+        let xhat = Self::float_mul(xc, rstd.clone());
+        let w = Self::float_reshape(weight, Shape::new([1, h]));
+        let g = Self::float_mul(dy.clone(), w);
+        let mg = Self::float_mean_dim(g.clone(), 1);
+        let mgx = Self::float_mean_dim(Self::float_mul(g.clone(), xhat.clone()), 1);
+        let dx = Self::float_mul(rstd, Self::float_sub(Self::float_sub(g, mg), Self::float_mul(xhat.clone(), mgx)));
+        let dweight = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dy.clone(), xhat), 0), Shape::new([h]));
+        let dbias = Self::float_reshape(Self::float_sum_dim(dy, 0), Shape::new([h]));
+        (Self::float_reshape(dx, shape), dweight, dbias)
+    }
+
     /// `[batch, heads, len, head_dim]` → `[batch, len, heads · head_dim]` (contiguous).
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let s = x.shape();
@@ -277,6 +311,65 @@ mod cpu {
         Some(from_vec(out, shape))
     }
 
+    simd_dispatch!(layer_norm_grad_row, (x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]), {
+        let n = x.len() as f32;
+        let mean = lane_sum(x) / n;
+        for (d, &x) in dx.iter_mut().zip(x) {
+            *d = (x - mean) * (x - mean);
+        }
+        let rstd = 1.0 / (lane_sum(dx) / n + eps).sqrt();
+        // dx temporarily holds g = dy·w, then g·x̂ for the two row means
+        for ((d, &dy), &w) in dx.iter_mut().zip(dy).zip(w) {
+            *d = dy * w;
+        }
+        let mg = lane_sum(dx) / n;
+        for (d, &x) in dx.iter_mut().zip(x) {
+            *d *= (x - mean) * rstd;
+        }
+        let mgx = lane_sum(dx) / n;
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * rstd;
+            dw[i] += dy[i] * xhat;
+            db[i] += dy[i];
+            dx[i] = rstd * (dy[i] * w[i] - mg - xhat * mgx);
+        }
+    });
+
+    /// `(dx, dweight, dbias)`; the weight and bias gradients are summed per fixed block of rows,
+    /// then over blocks in order, so the result does not depend on thread scheduling.
+    pub fn layer_norm_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor, eps: f64) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+        let (x, w, dy) = (contiguous_f32(&x)?, contiguous_f32(&w)?, contiguous_f32(&dy)?);
+        let shape = x.layout().shape().clone();
+        let h = *shape.last()?;
+        if dy.layout().shape() != &shape || w.layout().shape().num_elements() != h || h == 0 {
+            return None;
+        }
+        let (xs, ws, dys) = (x.storage::<f32>(), w.storage::<f32>(), dy.storage::<f32>());
+        let mut dx = vec![0.0f32; xs.len()];
+        let rows_per_task = (CHUNK / h).max(1);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(rows_per_task * h)
+            .enumerate()
+            .map(|(task, dx)| {
+                let (mut dw, mut db) = (vec![0.0f32; h], vec![0.0f32; h]);
+                let start = task * rows_per_task * h;
+                for (r, dxr) in dx.chunks_mut(h).enumerate() {
+                    let o = start + r * h;
+                    layer_norm_grad_row(&xs[o..o + h], ws, &dys[o..o + h], eps as f32, dxr, &mut dw, &mut db);
+                }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![0.0f32; h], vec![0.0f32; h]);
+        for (pw, pb) in partials {
+            for i in 0..h {
+                dw[i] += pw[i];
+                db[i] += pb[i];
+            }
+        }
+        Some((from_vec(dx, shape), from_vec(dw, Shape::new([h])), from_vec(db, Shape::new([h]))))
+    }
+
     pub fn merge_heads(x: FlexTensor) -> Option<FlexTensor> {
         let x = contiguous_f32(&x)?;
         let s = x.layout().shape().clone();
@@ -334,6 +427,39 @@ impl Kernels for burn::backend::Flex {
         }
     }
 
+    fn layer_norm_fused_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match cpu::layer_norm_backward(x.clone(), weight.clone(), dy.clone(), eps) {
+            Some(r) => r,
+            None => {
+                // the composed default, written out: a trait's default body cannot be called
+                // from an overriding impl
+                let shape = x.shape();
+                let last = shape.num_dims() - 1;
+                let h = shape[last];
+                let rows = shape.num_elements() / h;
+                let flat = |t: FloatTensor<Self>| Self::float_reshape(t, Shape::new([rows, h]));
+                let (x, dy) = (flat(x), flat(dy));
+                let mean = Self::float_mean_dim(x.clone(), 1);
+                let xc = Self::float_sub(x, mean);
+                let var = Self::float_mean_dim(Self::float_mul(xc.clone(), xc.clone()), 1);
+                let rstd = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(var, (eps as f32).into())));
+                let xhat = Self::float_mul(xc, rstd.clone());
+                let g = Self::float_mul(dy.clone(), Self::float_reshape(weight, Shape::new([1, h])));
+                let mg = Self::float_mean_dim(g.clone(), 1);
+                let mgx = Self::float_mean_dim(Self::float_mul(g.clone(), xhat.clone()), 1);
+                let dx = Self::float_mul(rstd, Self::float_sub(Self::float_sub(g, mg), Self::float_mul(xhat.clone(), mgx)));
+                let dw = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dy.clone(), xhat), 0), Shape::new([h]));
+                let db = Self::float_reshape(Self::float_sum_dim(dy, 0), Shape::new([h]));
+                (Self::float_reshape(dx, shape), dw, db)
+            }
+        }
+    }
+
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         cpu::merge_heads(x.clone()).unwrap_or_else(|| {
             let s = x.shape();
@@ -364,6 +490,30 @@ impl<B: Kernels> Backward<B, 1> for SoftmaxBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| B::softmax_backward(y, grad));
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: Kernels> Backward<B, 3> for LayerNormBackward {
+    /// Input, weight, epsilon.
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, eps) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let [node_x, node_w, node_b] = ops.parents;
+        let (dx, dw, db) = B::layer_norm_fused_backward(x, weight, dy, eps);
+        if let Some(n) = node_x {
+            grads.register::<B>(n.id, dx);
+        }
+        if let Some(n) = node_w {
+            grads.register::<B>(n.id, dw);
+        }
+        if let Some(n) = node_b {
+            grads.register::<B>(n.id, db);
+        }
     }
 }
 
@@ -401,6 +551,17 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish(out.clone(), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::softmax_with_bias(scores.primitive, bias.primitive)),
+        }
+    }
+
+    fn layer_norm_fused(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::layer_norm_fused(x.primitive.clone(), weight.primitive.clone(), bias.primitive, eps);
+                prep.finish((x.primitive, weight.primitive, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_fused(x.primitive, weight.primitive, bias.primitive, eps)),
         }
     }
 
@@ -485,6 +646,37 @@ mod tests {
             s.grad(&g).unwrap()
         };
         assert!(max_diff(grad_of(true), grad_of(false)) < 1e-6);
+
+        // layer norm: gradients for the input, the weight and the bias
+        let x0 = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Normal(1.0, 2.0), &dev);
+        let w0 = Tensor::<Cpu, 1>::random([40], Distribution::Normal(1.0, 0.5), &dev);
+        let b0 = Tensor::<Cpu, 1>::random([40], Distribution::Default, &dev);
+        let wy = Tensor::<CpuTrain, 3>::random([3, 7, 40], Distribution::Default, &dev);
+        let grads_of = |fused: bool| {
+            let x = Tensor::<CpuTrain, 3>::from_inner(x0.clone()).require_grad();
+            let w = Tensor::<CpuTrain, 1>::from_inner(w0.clone()).require_grad();
+            let b = Tensor::<CpuTrain, 1>::from_inner(b0.clone()).require_grad();
+            let y: Tensor<CpuTrain, 3> = if fused {
+                Tensor::from_primitive(TensorPrimitive::Float(CpuTrain::layer_norm_fused(
+                    x.clone().into_primitive().tensor(),
+                    w.clone().into_primitive().tensor(),
+                    b.clone().into_primitive().tensor(),
+                    1e-12,
+                )))
+            } else {
+                let mean = x.clone().mean_dim(2);
+                let xc = x.clone() - mean;
+                let var = (xc.clone() * xc.clone()).mean_dim(2);
+                xc / (var + 1e-12).sqrt() * w.clone().reshape([1, 1, 40]) + b.clone().reshape([1, 1, 40])
+            };
+            let g = (y * wy.clone()).sum().backward();
+            (x.grad(&g).unwrap(), w.grad(&g).unwrap(), b.grad(&g).unwrap())
+        };
+        let (fx, fw, fb) = grads_of(true);
+        let (rx, rw, rb) = grads_of(false);
+        assert!(max_diff(fx, rx) < 1e-5);
+        assert!(max_diff(fw, rw) < 1e-4);
+        assert!(max_diff(fb, rb) < 1e-5);
 
         let h0 = Tensor::<Cpu, 4>::random([2, 3, 5, 4], Distribution::Default, &dev);
         let wm = Tensor::<CpuTrain, 3>::random([2, 5, 12], Distribution::Default, &dev);

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::module::{Param, ParamId};
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+use super::bert::LayerNorm;
 use super::tensors::{RawTensor, SourceDType, TensorMap};
 use crate::error::{Error, Result};
 
@@ -130,10 +131,11 @@ impl Weights {
     }
 
     pub fn layer_norm<B: Backend>(&mut self, prefix: &str, d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
-        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
-        ln.gamma = self.param(&format!("{prefix}.weight"), [d], device);
-        ln.beta = Some(self.param(&format!("{prefix}.bias"), [d], device));
-        ln
+        LayerNorm {
+            weight: self.param(&format!("{prefix}.weight"), [d], device),
+            bias: self.param(&format!("{prefix}.bias"), [d], device),
+            eps,
+        }
     }
 
     pub fn embedding<B: Backend>(&mut self, key: &str, n: usize, d: usize, device: &B::Device) -> Embedding<B> {
