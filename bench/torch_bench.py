@@ -44,7 +44,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--maxlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     torch.set_num_threads(a.threads)
     tok = BertTokenizer(os.path.join(a.model, "vocab.txt"), do_lower_case=True)
     model = BertForMaskedLM.from_pretrained(a.model).eval()

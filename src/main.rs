@@ -2,14 +2,23 @@
 
 mod cli;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A training step frees and reallocates the same large tensors. By default glibc serves
+/// them with mmap and returns them to the OS on free, so every step re-faults and re-zeroes
+/// fresh pages (page clearing was 12-19% of a fine-tuning step). Serving them from the heap
+/// and not trimming it keeps the pages: measured +6% fine-tuning, +2% P-tuning throughput
+/// (also better than mimalloc here).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 1 << 30);
+    }
+}
 
 fn main() {
-    // Keep freed memory instead of returning it to the OS after 10 ms: a training step frees
-    // and reallocates the same large tensors, and re-faulting them cost ~15% of a step.
-    // 15 = mi_option_purge_delay in mimalloc v2's option enum (no Rust constant is exported).
-    // SAFETY: sets a process-wide allocator option; no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    keep_freed_memory();
     std::process::exit(cli::main());
 }

@@ -6,8 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use common::*;
 use ptune::CpuTrain;
 use ptune::classifier::PromptClassifier;
@@ -16,6 +15,7 @@ use ptune::model::ModelDir;
 use ptune::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
 use ptune::model::tensors::{RawTensor, read_safetensors};
 use ptune::model::weights::to_host;
+use ptune::train::optim::FusedAdam;
 use serde_json::Value;
 
 fn with_prefix(map: &BTreeMap<String, RawTensor>, prefix: &str) -> BTreeMap<String, RawTensor> {
@@ -77,10 +77,9 @@ fn one_ptuning_step_matches_pytorch() {
     assert!(largest > 1e-3, "gradients are too small for the comparison to mean anything ({largest:e})");
 
     let lr = fx["lr"].as_f64().unwrap();
+    // the optimizer `ptune train` uses for the recipe's Adam
     let adam = || {
-        AdamConfig::new()
-            .with_epsilon(fx["adam_eps"].as_f64().unwrap() as f32)
-            .with_weight_decay(Some(WeightDecayConfig::new(fx["weight_decay"].as_f64().unwrap() as f32)))
+        FusedAdam { eps: fx["adam_eps"].as_f64().unwrap(), ..FusedAdam::adam(fx["weight_decay"].as_f64().unwrap()) }
             .init::<CpuTrain, PromptClassifier<CpuTrain>>()
     };
     let want_after = with_prefix(&tensors, "after.");

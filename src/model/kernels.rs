@@ -13,7 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ActivationOps, FloatTensor, FloatTensorOps};
+use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Shape, TensorMetadata};
 
 /// A burn backend with ptune's fused kernels.
@@ -31,19 +31,12 @@ pub trait Kernels: Backend {
     /// Softmax over the last axis of `scores + bias` (`bias` broadcast over the leading axes,
     /// e.g. `[batch, 1, 1, len]` against `[batch, heads, len, len]`).
     fn softmax_with_bias(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = Self::float_add(scores, bias);
-        let last = x.shape().num_dims() - 1;
-        let max = Self::float_max_dim(x.clone(), last);
-        let e = Self::float_exp(Self::float_sub(x, max));
-        let sum = Self::float_sum_dim(e.clone(), last);
-        Self::float_div(e, sum)
+        composed::softmax_with_bias::<Self>(scores, bias)
     }
 
     /// Gradient of the softmax w.r.t. its input, from its output `y`: `y (g − Σ g y)`.
     fn softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let last = y.shape().num_dims() - 1;
-        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-        Self::float_mul(y, Self::float_sub(grad, dot))
+        composed::softmax_backward::<Self>(y, grad)
     }
 
     /// LayerNorm over the last axis: `(x − mean) / sqrt(var + eps) · weight + bias`.
@@ -59,32 +52,126 @@ pub trait Kernels: Backend {
         dy: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let shape = x.shape();
-        let last = shape.num_dims() - 1;
-        let h = shape[last];
-        let rows = shape.num_elements() / h;
-        let flat = |t: FloatTensor<Self>| Self::float_reshape(t, Shape::new([rows, h]));
-        let (x, dy) = (flat(x), flat(dy));
-        let mean = Self::float_mean_dim(x.clone(), 1);
-        let xc = Self::float_sub(x, mean);
-        let var = Self::float_mean_dim(Self::float_mul(xc.clone(), xc.clone()), 1);
-        let rstd = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(var, (eps as f32).into())));
-        let xhat = Self::float_mul(xc, rstd.clone());
-        let w = Self::float_reshape(weight, Shape::new([1, h]));
-        let g = Self::float_mul(dy.clone(), w);
-        let mg = Self::float_mean_dim(g.clone(), 1);
-        let mgx = Self::float_mean_dim(Self::float_mul(g.clone(), xhat.clone()), 1);
-        let dx = Self::float_mul(rstd, Self::float_sub(Self::float_sub(g, mg), Self::float_mul(xhat.clone(), mgx)));
-        let dweight = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dy.clone(), xhat), 0), Shape::new([h]));
-        let dbias = Self::float_reshape(Self::float_sum_dim(dy, 0), Shape::new([h]));
-        (Self::float_reshape(dx, shape), dweight, dbias)
+        composed::layer_norm_backward::<Self>(x, weight, dy, eps)
+    }
+
+    /// One Adam/AdamW update of a parameter, exactly as torch.optim.Adam(W) computes it:
+    /// returns the new parameter and moments. `h.step` counts from 1.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        h: &AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed::adam_step::<Self>(param, grad, m, v, h)
     }
 
     /// `[batch, heads, len, head_dim]` → `[batch, len, heads · head_dim]` (contiguous).
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::merge_heads::<Self>(x)
+    }
+}
+
+/// The kernels composed from burn's tensor ops: every backend's default, and the CPU kernels'
+/// fallback for layouts or dtypes they do not handle.
+mod composed {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{Shape, TensorMetadata};
+
+    use super::AdamStep;
+
+    pub fn softmax_with_bias<B: Backend>(scores: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+        let x = B::float_add(scores, bias);
+        let last = x.shape().num_dims() - 1;
+        let max = B::float_max_dim(x.clone(), last);
+        let e = B::float_exp(B::float_sub(x, max));
+        let sum = B::float_sum_dim(e.clone(), last);
+        B::float_div(e, sum)
+    }
+
+    pub fn softmax_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let last = y.shape().num_dims() - 1;
+        let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
+        B::float_mul(y, B::float_sub(grad, dot))
+    }
+
+    pub fn layer_norm_backward<B: Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        dy: FloatTensor<B>,
+        eps: f64,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let h = shape[last];
+        let rows = shape.num_elements() / h;
+        let flat = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([rows, h]));
+        let (x, dy) = (flat(x), flat(dy));
+        let mean = B::float_mean_dim(x.clone(), 1);
+        let xc = B::float_sub(x, mean);
+        let var = B::float_mean_dim(B::float_mul(xc.clone(), xc.clone()), 1);
+        let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, (eps as f32).into())));
+        let xhat = B::float_mul(xc, rstd.clone());
+        let g = B::float_mul(dy.clone(), B::float_reshape(weight, Shape::new([1, h])));
+        let mg = B::float_mean_dim(g.clone(), 1);
+        let mgx = B::float_mean_dim(B::float_mul(g.clone(), xhat.clone()), 1);
+        let dx = B::float_mul(rstd, B::float_sub(B::float_sub(g, mg), B::float_mul(xhat.clone(), mgx)));
+        let dweight = B::float_reshape(B::float_sum_dim(B::float_mul(dy.clone(), xhat), 0), Shape::new([h]));
+        let dbias = B::float_reshape(B::float_sum_dim(dy, 0), Shape::new([h]));
+        (B::float_reshape(dx, shape), dweight, dbias)
+    }
+
+    pub fn adam_step<B: Backend>(
+        param: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        m: FloatTensor<B>,
+        v: FloatTensor<B>,
+        h: &AdamStep,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
+        let (mut param, mut grad) = (param, grad);
+        if h.weight_decay > 0.0 {
+            if h.decoupled {
+                param = B::float_mul_scalar(param, (1.0 - h.lr * h.weight_decay).into());
+            } else {
+                grad = B::float_add(grad, B::float_mul_scalar(param.clone(), (h.weight_decay as f32).into()));
+            }
+        }
+        let m = B::float_add(B::float_mul_scalar(m, b1.into()), B::float_mul_scalar(grad.clone(), (1.0 - b1).into()));
+        let v = B::float_add(B::float_mul_scalar(v, b2.into()), B::float_mul_scalar(B::float_mul(grad.clone(), grad), (1.0 - b2).into()));
+        let (c1, c2) = h.corrections();
+        let denom = B::float_add_scalar(B::float_mul_scalar(B::float_sqrt(v.clone()), (1.0 / c2.sqrt()).into()), (h.eps as f32).into());
+        let update = B::float_mul_scalar(B::float_div(m.clone(), denom), (h.lr / c1).into());
+        (B::float_sub(param, update), m, v)
+    }
+
+    pub fn merge_heads<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
         let s = x.shape();
         let (b, nh, l, hd) = (s[0], s[1], s[2], s[3]);
-        Self::float_reshape(Self::float_swap_dims(x, 1, 2), Shape::new([b, l, nh * hd]))
+        B::float_reshape(B::float_swap_dims(x, 1, 2), Shape::new([b, l, nh * hd]))
+    }
+}
+
+/// Hyper-parameters of one [`Kernels::adam_step`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW (decay the weights) rather than Adam (L2 term added to the gradient).
+    pub decoupled: bool,
+    /// 1 for the first update.
+    pub step: usize,
+}
+
+impl AdamStep {
+    /// Bias corrections `(1 − β1^t, 1 − β2^t)`.
+    pub fn corrections(&self) -> (f64, f64) {
+        (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32))
     }
 }
 
@@ -371,6 +458,38 @@ mod cpu {
         Some((from_vec(dx, shape), from_vec(dw, Shape::new([h])), from_vec(db, Shape::new([h]))))
     }
 
+    // `k` = [β1, β2, 1−β1, 1−β2, L2 coefficient, decoupled decay factor, lr/c1, 1/sqrt(c2), eps]
+    simd_dispatch!(adam_slice, (p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &[f32; 9]), {
+        let [b1, b2, nb1, nb2, l2, keep, step_size, inv_sqrt_c2, eps] = *k;
+        for i in 0..p.len() {
+            let gi = g[i] + l2 * p[i];
+            let mi = b1 * m[i] + nb1 * gi;
+            let vi = b2 * v[i] + nb2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] * keep - step_size * mi / (vi.sqrt() * inv_sqrt_c2 + eps);
+        }
+    });
+
+    /// `(param, m, v)` after one Adam(W) update, in one parallel sweep over the elements.
+    pub fn adam_step(p: FlexTensor, g: FlexTensor, m: FlexTensor, v: FlexTensor, h: &super::AdamStep) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+        let shape = p.layout().shape().clone();
+        let (p, g, m, v) = (contiguous_f32(&p)?, contiguous_f32(&g)?, contiguous_f32(&m)?, contiguous_f32(&v)?);
+        if g.layout().shape() != &shape || m.layout().shape() != &shape || v.layout().shape() != &shape {
+            return None;
+        }
+        let (mut pd, gd, mut md, mut vd) = (p.storage::<f32>().to_vec(), g.storage::<f32>(), m.storage::<f32>().to_vec(), v.storage::<f32>().to_vec());
+        let (c1, c2) = h.corrections();
+        let (l2, keep) = if h.decoupled { (0.0, (1.0 - h.lr * h.weight_decay) as f32) } else { (h.weight_decay as f32, 1.0) };
+        let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
+        let k = [b1, b2, 1.0 - b1, 1.0 - b2, l2, keep, (h.lr / c1) as f32, (1.0 / c2.sqrt()) as f32, h.eps as f32];
+        pd.par_chunks_mut(CHUNK)
+            .zip(gd.par_chunks(CHUNK))
+            .zip(md.par_chunks_mut(CHUNK).zip(vd.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (m, v))| adam_slice(p, g, m, v, &k));
+        Some((from_vec(pd, shape.clone()), from_vec(md, shape.clone()), from_vec(vd, shape)))
+    }
+
     pub fn merge_heads(x: FlexTensor) -> Option<FlexTensor> {
         let x = contiguous_f32(&x)?;
         let s = x.layout().shape().clone();
@@ -404,28 +523,11 @@ impl Kernels for burn::backend::Flex {
     }
 
     fn softmax_with_bias(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        match cpu::softmax_with_bias(scores.clone(), bias.clone()) {
-            Some(t) => t,
-            None => {
-                let x = Self::float_add(scores, bias);
-                let last = x.shape().num_dims() - 1;
-                let max = Self::float_max_dim(x.clone(), last);
-                let e = Self::float_exp(Self::float_sub(x, max));
-                let sum = Self::float_sum_dim(e.clone(), last);
-                Self::float_div(e, sum)
-            }
-        }
+        cpu::softmax_with_bias(scores.clone(), bias.clone()).unwrap_or_else(|| composed::softmax_with_bias::<Self>(scores, bias))
     }
 
     fn softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        match cpu::softmax_backward(y.clone(), grad.clone()) {
-            Some(t) => t,
-            None => {
-                let last = y.shape().num_dims() - 1;
-                let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-                Self::float_mul(y, Self::float_sub(grad, dot))
-            }
-        }
+        cpu::softmax_backward(y.clone(), grad.clone()).unwrap_or_else(|| composed::softmax_backward::<Self>(y, grad))
     }
 
     fn layer_norm_fused_backward(
@@ -434,39 +536,23 @@ impl Kernels for burn::backend::Flex {
         dy: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        match cpu::layer_norm_backward(x.clone(), weight.clone(), dy.clone(), eps) {
-            Some(r) => r,
-            None => {
-                // the composed default, written out: a trait's default body cannot be called
-                // from an overriding impl
-                let shape = x.shape();
-                let last = shape.num_dims() - 1;
-                let h = shape[last];
-                let rows = shape.num_elements() / h;
-                let flat = |t: FloatTensor<Self>| Self::float_reshape(t, Shape::new([rows, h]));
-                let (x, dy) = (flat(x), flat(dy));
-                let mean = Self::float_mean_dim(x.clone(), 1);
-                let xc = Self::float_sub(x, mean);
-                let var = Self::float_mean_dim(Self::float_mul(xc.clone(), xc.clone()), 1);
-                let rstd = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(var, (eps as f32).into())));
-                let xhat = Self::float_mul(xc, rstd.clone());
-                let g = Self::float_mul(dy.clone(), Self::float_reshape(weight, Shape::new([1, h])));
-                let mg = Self::float_mean_dim(g.clone(), 1);
-                let mgx = Self::float_mean_dim(Self::float_mul(g.clone(), xhat.clone()), 1);
-                let dx = Self::float_mul(rstd, Self::float_sub(Self::float_sub(g, mg), Self::float_mul(xhat.clone(), mgx)));
-                let dw = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dy.clone(), xhat), 0), Shape::new([h]));
-                let db = Self::float_reshape(Self::float_sum_dim(dy, 0), Shape::new([h]));
-                (Self::float_reshape(dx, shape), dw, db)
-            }
-        }
+        cpu::layer_norm_backward(x.clone(), weight.clone(), dy.clone(), eps)
+            .unwrap_or_else(|| composed::layer_norm_backward::<Self>(x, weight, dy, eps))
+    }
+
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        h: &AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::adam_step(param.clone(), grad.clone(), m.clone(), v.clone(), h)
+            .unwrap_or_else(|| composed::adam_step::<Self>(param, grad, m, v, h))
     }
 
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cpu::merge_heads(x.clone()).unwrap_or_else(|| {
-            let s = x.shape();
-            let (b, nh, l, hd) = (s[0], s[1], s[2], s[3]);
-            Self::float_reshape(Self::float_swap_dims(x, 1, 2), Shape::new([b, l, nh * hd]))
-        })
+        cpu::merge_heads(x.clone()).unwrap_or_else(|| composed::merge_heads::<Self>(x))
     }
 }
 

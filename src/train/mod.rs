@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod prepare;
 pub mod trainer;

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::Checkpoints;
 use super::config::{Method, OptimizerKind, TrainConfig};
 use super::metrics::Metrics;
+use super::optim::FusedAdam;
 use super::plot::{Series, write_curves};
 use super::prepare::{DataFiles, EncodedSplit, Prepared};
 use crate::classifier::{PromptClassifier, argmax, score_all};
@@ -127,17 +127,10 @@ pub fn train_prepared<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, devi
     });
     let lm = if c.method == Method::Ptune && !c.tune_lm { lm.no_grad() } else { lm };
     let model = PromptClassifier { lm, prompt };
-    let decay = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
     match (c.method, c.optimizer) {
         (Method::Zeroshot, _) => zero_shot(spec, prepared, model, device),
-        (_, OptimizerKind::Adam) => {
-            let optim = AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init();
-            Loop { spec, prepared, checkpoints, device }.run(model, optim)
-        }
-        (_, OptimizerKind::Adamw) => {
-            let optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(c.weight_decay as f32).init();
-            Loop { spec, prepared, checkpoints, device }.run(model, optim)
-        }
+        (_, OptimizerKind::Adam) => Loop { spec, prepared, checkpoints, device }.run(model, FusedAdam::adam(c.weight_decay).init()),
+        (_, OptimizerKind::Adamw) => Loop { spec, prepared, checkpoints, device }.run(model, FusedAdam::adamw(c.weight_decay).init()),
     }
 }
 
