@@ -60,7 +60,7 @@ for name in $MODELS; do
       times+=("$(echo "$t1 - $t0" | bc)")
     done
     med=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 3p)
-    record "$name" $side "{\"what\": \"cold start\", \"seconds\": $med}"
+    record "$name" $side "{\"what\": \"cold start\", \"seconds\": $(printf %.3f "$med")}"
   done
 done
 

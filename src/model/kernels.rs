@@ -67,6 +67,12 @@ pub trait Kernels: Backend {
         composed::adam_step::<Self>(param, grad, m, v, h)
     }
 
+    /// `x` times the dropout mask of `seed` (see [`super::dropout::dropout_mask`]). Linear in
+    /// `x`, so the same call with the same seed is its own backward pass.
+    fn dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self> {
+        composed::dropout::<Self>(x, prob, seed)
+    }
+
     /// `[batch, heads, len, head_dim]` → `[batch, len, heads · head_dim]` (contiguous).
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::merge_heads::<Self>(x)
@@ -145,6 +151,16 @@ mod composed {
         let denom = B::float_add_scalar(B::float_mul_scalar(B::float_sqrt(v.clone()), (1.0 / c2.sqrt()).into()), (h.eps as f32).into());
         let update = B::float_mul_scalar(B::float_div(m.clone(), denom), (h.lr / c1).into());
         (B::float_sub(param, update), m, v)
+    }
+
+    /// The mask made on the host, then one multiply on the device.
+    pub fn dropout<B: Backend>(x: FloatTensor<B>, prob: f64, seed: u64) -> FloatTensor<B> {
+        let shape = x.shape();
+        let mut mask = vec![0.0f32; shape.num_elements()];
+        crate::model::dropout::dropout_mask(seed, prob, 0, &mut mask);
+        let device = B::float_device(&x);
+        let mask = B::float_from_data(burn::tensor::TensorData::new(mask, shape), &device);
+        B::float_mul(x, mask)
     }
 
     pub fn merge_heads<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -471,23 +487,46 @@ mod cpu {
         }
     });
 
-    /// `(param, m, v)` after one Adam(W) update, in one parallel sweep over the elements.
+    /// `t` itself when it is a plain contiguous buffer (so it can be updated in place when no
+    /// one else holds it), else a contiguous copy.
+    fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+        let full = t.layout().start_offset() == 0 && t.bytes().len() == t.layout().num_elements() * 4;
+        if t.is_contiguous() && full { t } else { t.to_contiguous() }
+    }
+
+    /// `(param, m, v)` after one Adam(W) update, in one parallel sweep over the elements, in
+    /// place where the buffers are not shared (copy-on-write otherwise).
     pub fn adam_step(p: FlexTensor, g: FlexTensor, m: FlexTensor, v: FlexTensor, h: &super::AdamStep) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
         let shape = p.layout().shape().clone();
-        let (p, g, m, v) = (contiguous_f32(&p)?, contiguous_f32(&g)?, contiguous_f32(&m)?, contiguous_f32(&v)?);
-        if g.layout().shape() != &shape || m.layout().shape() != &shape || v.layout().shape() != &shape {
+        if [&p, &g, &m, &v].iter().any(|t| t.dtype() != DType::F32 || t.layout().shape() != &shape) {
             return None;
         }
-        let (mut pd, gd, mut md, mut vd) = (p.storage::<f32>().to_vec(), g.storage::<f32>(), m.storage::<f32>().to_vec(), v.storage::<f32>().to_vec());
+        let (mut p, g, mut m, mut v) = (owned_contiguous(p), owned_contiguous(g), owned_contiguous(m), owned_contiguous(v));
         let (c1, c2) = h.corrections();
         let (l2, keep) = if h.decoupled { (0.0, (1.0 - h.lr * h.weight_decay) as f32) } else { (h.weight_decay as f32, 1.0) };
         let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
         let k = [b1, b2, 1.0 - b1, 1.0 - b2, l2, keep, (h.lr / c1) as f32, (1.0 / c2.sqrt()) as f32, h.eps as f32];
+        let gd = g.storage::<f32>();
+        let (pd, md, vd) = (p.storage_mut::<f32>(), m.storage_mut::<f32>(), v.storage_mut::<f32>());
         pd.par_chunks_mut(CHUNK)
             .zip(gd.par_chunks(CHUNK))
             .zip(md.par_chunks_mut(CHUNK).zip(vd.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| adam_slice(p, g, m, v, &k));
-        Some((from_vec(pd, shape.clone()), from_vec(md, shape.clone()), from_vec(vd, shape)))
+        Some((p, m, v))
+    }
+
+    pub fn dropout(x: FlexTensor, prob: f64, seed: u64) -> Option<FlexTensor> {
+        use crate::model::dropout::{MASK_BLOCK, dropout_mask};
+        let x = contiguous_f32(&x)?;
+        let src = x.storage::<f32>();
+        let mut out = vec![0.0f32; src.len()];
+        out.par_chunks_mut(MASK_BLOCK).zip(src.par_chunks(MASK_BLOCK)).enumerate().for_each(|(i, (d, s))| {
+            dropout_mask(seed, prob, i * MASK_BLOCK, d);
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d *= s;
+            }
+        });
+        Some(from_vec(out, x.layout().shape().clone()))
     }
 
     pub fn merge_heads(x: FlexTensor) -> Option<FlexTensor> {
@@ -547,8 +586,16 @@ impl Kernels for burn::backend::Flex {
         v: FloatTensor<Self>,
         h: &AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        cpu::adam_step(param.clone(), grad.clone(), m.clone(), v.clone(), h)
-            .unwrap_or_else(|| composed::adam_step::<Self>(param, grad, m, v, h))
+        // checked first, so the buffers are handed over unshared and can be updated in place
+        let f32_params = [&param, &grad, &m, &v].iter().all(|t| t.dtype() == burn::tensor::DType::F32);
+        match f32_params {
+            true => cpu::adam_step(param, grad, m, v, h).expect("f32 tensors of one shape"),
+            false => composed::adam_step::<Self>(param, grad, m, v, h),
+        }
+    }
+
+    fn dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self> {
+        cpu::dropout(x.clone(), prob, seed).unwrap_or_else(|| composed::dropout::<Self>(x, prob, seed))
     }
 
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -605,6 +652,19 @@ impl<B: Kernels> Backward<B, 3> for LayerNormBackward {
 }
 
 #[derive(Debug)]
+struct DropoutBackward;
+
+impl<B: Kernels> Backward<B, 1> for DropoutBackward {
+    /// Probability and seed: the mask is regenerated, not stored.
+    type State = (f64, u64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (prob, seed) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| B::dropout(grad, prob, seed));
+    }
+}
+
+#[derive(Debug)]
 struct MergeHeadsBackward;
 
 impl<B: Kernels> Backward<B, 1> for MergeHeadsBackward {
@@ -649,6 +709,13 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish((x.primitive, weight.primitive, eps), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_fused(x.primitive, weight.primitive, bias.primitive, eps)),
+        }
+    }
+
+    fn dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self> {
+        match DropoutBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((prob, seed), B::dropout(x.primitive, prob, seed)),
+            OpsKind::UnTracked(prep) => prep.finish(B::dropout(x.primitive, prob, seed)),
         }
     }
 
