@@ -17,14 +17,15 @@ tiny=$OUT/load-data; mkdir -p $tiny; cp assets/data/reviews/train.tsv $tiny/; he
 $BIN train --method ptune --data $tiny --shots 8 --epochs 1 --passes 1 --out $OUT/load-run --force --quiet > /dev/null
 $BIN export --run $OUT/load-run --out $OUT/load.adapter > /dev/null
 
-run_wrk() { # NAME URL
-  wrk -t2 -c$CONNS -d$DURATION --timeout 10s --latency -s bench/post.lua "$2" > $OUT/wrk-$1.txt
-  rps=$(awk '/Requests\/sec/ {print $2}' $OUT/wrk-$1.txt)
-  p50=$(awk '$1=="50%" {print $2}' $OUT/wrk-$1.txt)
-  p99=$(awk '$1=="99%" {print $2}' $OUT/wrk-$1.txt)
-  non2xx=$(awk '/Non-2xx/ {print $NF}' $OUT/wrk-$1.txt); non2xx=${non2xx:-0}
-  sock=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' $OUT/wrk-$1.txt); sock=${sock:-0}
-  echo "| $1 | $rps | $p50 | $p99 | $((non2xx + sock)) |"
+run_wrk() { # TAG DESCRIPTION URL
+  local log=$OUT/wrk-$1.txt
+  wrk -t2 -c$CONNS -d$DURATION --timeout 10s --latency -s bench/post.lua "$3" > "$log"
+  rps=$(awk '/Requests\/sec/ {print $2}' "$log")
+  p50=$(awk '$1=="50%" {print $2}' "$log")
+  p99=$(awk '$1=="99%" {print $2}' "$log")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$log"); non2xx=${non2xx:-0}
+  sock=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$log"); sock=${sock:-0}
+  echo "| $2 | $rps | $p50 | $p99 | $((non2xx + sock)) |"
 }
 
 wait_listening() { # LOGFILE
@@ -32,14 +33,17 @@ wait_listening() { # LOGFILE
   echo "server did not start: $(cat "$1")" >&2; exit 1
 }
 
+pids=()
+trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
+
 echo "| server | requests/s | p50 latency | p99 latency | errors |"
 echo "|---|---:|---:|---:|---:|"
 $BIN serve --adapter sent=$OUT/load.adapter --addr 127.0.0.1:18080 --max-batch 64 --max-wait-ms 5 > $OUT/serve-ptune.log 2>&1 &
-pid=$!; wait_listening $OUT/serve-ptune.log
-run_wrk "ptune serve (micro-batching, max batch 64, max wait 5 ms)" http://127.0.0.1:18080/v1/classify
+pid=$!; pids+=($pid); wait_listening $OUT/serve-ptune.log
+run_wrk ptune "ptune serve (micro-batching, max batch 64, max wait 5 ms)" http://127.0.0.1:18080/v1/classify
 kill -TERM $pid; wait $pid || true
 
 "$PY" bench/serve_baseline.py --model $M --adapter $OUT/load.adapter --port 18081 > $OUT/serve-python.log 2>&1 &
-pid=$!; wait_listening $OUT/serve-python.log
-run_wrk "Python baseline (transformers + http.server, no batching)" http://127.0.0.1:18081/v1/classify
+pid=$!; pids+=($pid); wait_listening $OUT/serve-python.log
+run_wrk python "Python baseline (transformers + http.server, no batching)" http://127.0.0.1:18081/v1/classify
 kill -TERM $pid; wait $pid || true
