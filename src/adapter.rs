@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::classifier::PromptClassifier;
 use crate::error::{Error, Result, read_file, write_atomic};
+use crate::model::ModelDir;
 use crate::model::bert::BertForMaskedLM;
 use crate::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
 use crate::model::tensors::{RawTensor, parse_safetensors, safetensors_bytes};
-use crate::model::ModelDir;
 use crate::prompt::{Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
@@ -85,30 +85,46 @@ pub fn fingerprint<B: Backend>(model_dir: &ModelDir, lm: &BertForMaskedLM<B>) ->
 impl Adapter {
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::new();
-        meta.insert("ptune".to_string(), serde_json::to_string(&self.info).expect("json"));
+        meta.insert(
+            "ptune".to_string(),
+            serde_json::to_string(&self.info).expect("json"),
+        );
         let shape = [self.info.n_prompts, self.info.hidden_size];
-        let tensors: Vec<(String, &[usize], &[f32])> =
-            if self.info.n_prompts == 0 { Vec::new() } else { vec![("prompt_vectors".to_string(), &shape[..], &self.vectors[..])] };
+        let tensors: Vec<(String, &[usize], &[f32])> = if self.info.n_prompts == 0 {
+            Vec::new()
+        } else {
+            vec![("prompt_vectors".to_string(), &shape[..], &self.vectors[..])]
+        };
         write_atomic(path, &safetensors_bytes(tensors, Some(meta)))
     }
 
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = read_file(path)?;
         let bad = |m: String| Error::file(path, m);
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not an adapter file: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not an adapter file: {e}")))?;
         let json = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get("ptune"))
             .ok_or_else(|| bad("not an adapter file (no ptune metadata)".into()))?;
-        let info: AdapterInfo = serde_json::from_str(json).map_err(|e| bad(format!("bad adapter metadata: {e}")))?;
+        let info: AdapterInfo =
+            serde_json::from_str(json).map_err(|e| bad(format!("bad adapter metadata: {e}")))?;
         if info.format != FORMAT {
-            return Err(bad(format!("unsupported adapter format \"{}\" (expected {FORMAT})", info.format)));
+            return Err(bad(format!(
+                "unsupported adapter format \"{}\" (expected {FORMAT})",
+                info.format
+            )));
         }
         let map = parse_safetensors(&bytes).map_err(bad)?;
         let vectors = match map.get("prompt_vectors") {
             Some(t) if t.shape == [info.n_prompts, info.hidden_size] => t.data.clone(),
-            Some(t) => return Err(bad(format!("prompt_vectors has shape {:?}, metadata says [{}, {}]", t.shape, info.n_prompts, info.hidden_size))),
+            Some(t) => {
+                return Err(bad(format!(
+                    "prompt_vectors has shape {:?}, metadata says [{}, {}]",
+                    t.shape, info.n_prompts, info.hidden_size
+                )));
+            }
             None if info.n_prompts == 0 => Vec::new(),
             None => return Err(bad("prompt_vectors missing".into())),
         };
@@ -132,7 +148,12 @@ impl Adapter {
     }
 
     /// The task, ready to run on a shared backbone.
-    pub fn task<B: Backend>(&self, lm: &BertForMaskedLM<B>, tokenizer: &BertTokenizer, device: &B::Device) -> Result<Task<B>> {
+    pub fn task<B: Backend>(
+        &self,
+        lm: &BertForMaskedLM<B>,
+        tokenizer: &BertTokenizer,
+        device: &B::Device,
+    ) -> Result<Task<B>> {
         let template = Template::parse(&self.info.template, tokenizer)?;
         let verbalizer = Verbalizer::parse(&self.info.labels, tokenizer, template.n_mask())?;
         if template.n_pseudo() != self.info.n_prompts {
@@ -143,14 +164,33 @@ impl Adapter {
             )));
         }
         if lm.hidden_size() != self.info.hidden_size {
-            return Err(Error::invalid(format!("adapter: hidden size {} ≠ backbone's {}", self.info.hidden_size, lm.hidden_size())));
+            return Err(Error::invalid(format!(
+                "adapter: hidden size {} ≠ backbone's {}",
+                self.info.hidden_size,
+                lm.hidden_size()
+            )));
         }
         let prompt = (self.info.n_prompts > 0).then(|| {
             let mut map = std::collections::BTreeMap::new();
-            map.insert("embedding.weight".to_string(), RawTensor::new(vec![self.info.n_prompts, self.info.hidden_size], self.vectors.clone()));
-            PromptEncoder::from_tensors(PromptEncoderKind::Embedding, &map, device).expect("shapes checked")
+            map.insert(
+                "embedding.weight".to_string(),
+                RawTensor::new(
+                    vec![self.info.n_prompts, self.info.hidden_size],
+                    self.vectors.clone(),
+                ),
+            );
+            PromptEncoder::from_tensors(PromptEncoderKind::Embedding, &map, device)
+                .expect("shapes checked")
         });
-        Ok(Task { classifier: PromptClassifier { lm: lm.clone(), prompt }, template, verbalizer, max_len: self.info.max_len })
+        Ok(Task {
+            classifier: PromptClassifier {
+                lm: lm.clone(),
+                prompt,
+            },
+            template,
+            verbalizer,
+            max_len: self.info.max_len,
+        })
     }
 }
 
@@ -173,12 +213,25 @@ pub struct Prediction {
 
 impl<B: crate::model::kernels::Kernels> Task<B> {
     /// Classifies texts (batched, length-sorted, in parallel on CPU); `text_b` for pair templates.
-    pub fn classify(&self, tokenizer: &BertTokenizer, texts: &[(&str, Option<&str>)], batch_size: usize, device: &B::Device) -> Result<Vec<Prediction>> {
+    pub fn classify(
+        &self,
+        tokenizer: &BertTokenizer,
+        texts: &[(&str, Option<&str>)],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<Vec<Prediction>> {
         let encoded = texts
             .iter()
             .map(|(a, b)| self.template.encode(tokenizer, a, *b, self.max_len))
             .collect::<Result<Vec<_>>>()?;
-        let scores = crate::classifier::score_all(&self.classifier, &encoded, &self.verbalizer.word_ids, batch_size, tokenizer.pad_id, device);
+        let scores = crate::classifier::score_all(
+            &self.classifier,
+            &encoded,
+            &self.verbalizer.word_ids,
+            batch_size,
+            tokenizer.pad_id,
+            device,
+        );
         Ok(scores
             .iter()
             .map(|s| Prediction {
@@ -189,6 +242,9 @@ impl<B: crate::model::kernels::Kernels> Task<B> {
     }
 
     pub fn n_params(&self) -> usize {
-        self.classifier.prompt.as_ref().map_or(0, |p| p.num_params())
+        self.classifier
+            .prompt
+            .as_ref()
+            .map_or(0, |p| p.num_params())
     }
 }

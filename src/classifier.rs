@@ -20,8 +20,15 @@ pub struct PromptClassifier<B: Backend> {
     pub prompt: Option<PromptEncoder<B>>,
 }
 
-pub(crate) fn int_tensor<B: Backend, const D: usize>(v: &[u32], shape: [usize; D], device: &B::Device) -> Tensor<B, D, Int> {
-    Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), shape), device)
+pub(crate) fn int_tensor<B: Backend, const D: usize>(
+    v: &[u32],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D, Int> {
+    Tensor::from_data(
+        TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), shape),
+        device,
+    )
 }
 
 impl<B: Kernels> PromptClassifier<B> {
@@ -30,7 +37,9 @@ impl<B: Kernels> PromptClassifier<B> {
         let (b, l) = (batch.batch_size, batch.seq_len);
         let ids = int_tensor::<B, 2>(&batch.ids, [b, l], device);
         let embeds = self.lm.embed_tokens(ids);
-        let Some(encoder) = &self.prompt else { return embeds };
+        let Some(encoder) = &self.prompt else {
+            return embeds;
+        };
         if batch.pseudo_positions.is_empty() {
             return embeds;
         }
@@ -42,16 +51,26 @@ impl<B: Kernels> PromptClassifier<B> {
             which[p] = k as u32;
             is_pseudo[p] = true;
         }
-        let spliced = vectors.select(0, int_tensor::<B, 1>(&which, [b * l], device)).reshape([b, l, h]);
-        let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(is_pseudo, [b, l, 1]), device).expand([b, l, h]);
+        let spliced = vectors
+            .select(0, int_tensor::<B, 1>(&which, [b * l], device))
+            .reshape([b, l, h]);
+        let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(is_pseudo, [b, l, 1]), device)
+            .expand([b, l, h]);
         embeds.mask_where(mask, spliced)
     }
 
     /// Last hidden state, flattened to `[batch * len, hidden]`; dropout on iff `dropout_seed`.
-    pub fn hidden(&self, batch: &Batch, dropout_seed: Option<u64>, device: &B::Device) -> Tensor<B, 2> {
+    pub fn hidden(
+        &self,
+        batch: &Batch,
+        dropout_seed: Option<u64>,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
         let (b, l) = (batch.batch_size, batch.seq_len);
         let embeds = self.input_embeddings(batch, device);
-        let types = batch.has_token_types().then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
+        let types = batch
+            .has_token_types()
+            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
         let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
         let hidden = self.lm.encode(embeds, types, &mask, dropout_seed);
         let h = hidden.dims()[2];
@@ -60,32 +79,53 @@ impl<B: Kernels> PromptClassifier<B> {
 
     /// Mean cross-entropy over the full vocabulary at the batch's targets (MLM head applied
     /// only at those positions). Dropout is on iff `dropout_seed` is given.
-    pub fn loss(&self, batch: &Batch, dropout_seed: Option<u64>, device: &B::Device) -> Tensor<B, 1> {
+    pub fn loss(
+        &self,
+        batch: &Batch,
+        dropout_seed: Option<u64>,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
         let positions: Vec<u32> = batch.targets.iter().map(|&(p, _)| p as u32).collect();
         let targets: Vec<u32> = batch.targets.iter().map(|&(_, t)| t).collect();
         let n = positions.len();
-        let hidden = self.hidden(batch, dropout_seed, device).select(0, int_tensor::<B, 1>(&positions, [n], device));
+        let hidden = self
+            .hidden(batch, dropout_seed, device)
+            .select(0, int_tensor::<B, 1>(&positions, [n], device));
         let logits = self.lm.mlm_logits(hidden);
-        CrossEntropyLossConfig::new().init(device).forward(logits, int_tensor::<B, 1>(&targets, [n], device))
+        CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, int_tensor::<B, 1>(&targets, [n], device))
     }
 
     /// Class scores `[batch][class]`: the mean over `[MASK]` slots of the label-word token's
     /// logit. Softmax over them equals softmax over mean log-probabilities (the per-slot
     /// normaliser is the same for every class), and argmax is the prediction.
-    pub fn class_scores(&self, batch: &Batch, word_ids: &[Vec<u32>], device: &B::Device) -> Vec<Vec<f32>> {
+    pub fn class_scores(
+        &self,
+        batch: &Batch,
+        word_ids: &[Vec<u32>],
+        device: &B::Device,
+    ) -> Vec<Vec<f32>> {
         let n_mask = batch.n_mask();
         let n_classes = word_ids.len();
         let flat_words: Vec<u32> = word_ids.iter().flatten().copied().collect();
         let positions: Vec<u32> = batch.mask_positions.iter().map(|&p| p as u32).collect();
-        let hidden = self.hidden(batch, None, device).select(0, int_tensor::<B, 1>(&positions, [positions.len()], device));
-        let logits = self.lm.mlm_logits_for(hidden, int_tensor::<B, 1>(&flat_words, [flat_words.len()], device));
+        let hidden = self
+            .hidden(batch, None, device)
+            .select(0, int_tensor::<B, 1>(&positions, [positions.len()], device));
+        let logits = self.lm.mlm_logits_for(
+            hidden,
+            int_tensor::<B, 1>(&flat_words, [flat_words.len()], device),
+        );
         let (_, data) = to_host(logits);
         let cols = flat_words.len();
         (0..batch.batch_size)
             .map(|i| {
                 (0..n_classes)
                     .map(|c| {
-                        let sum: f32 = (0..n_mask).map(|k| data[(i * n_mask + k) * cols + c * n_mask + k]).sum();
+                        let sum: f32 = (0..n_mask)
+                            .map(|k| data[(i * n_mask + k) * cols + c * n_mask + k])
+                            .sum();
                         sum / n_mask as f32
                     })
                     .collect()

@@ -6,13 +6,13 @@
 pub mod adapter;
 pub mod bench;
 pub mod classifier;
-pub mod train;
 pub mod data;
 pub mod error;
 pub mod model;
 pub mod prompt;
 pub mod serve;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 

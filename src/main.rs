@@ -2,7 +2,6 @@
 
 mod cli;
 
-
 /// A training step frees and reallocates the same large tensors. By default glibc serves
 /// anything over 128 KiB-32 MiB (its threshold adapts) with mmap and returns it to the OS on
 /// free, so every step re-faults and re-zeroes fresh pages (page clearing was 12-19% of a

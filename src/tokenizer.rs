@@ -33,8 +33,11 @@ impl BertTokenizer {
             }
         }
         // Counted as `BufRead::lines` (and Python) count: a final newline ends the last line.
-        let vocab_lines = bytes.split(|&b| b == b'\n').count() - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
-        let path_str = path.to_str().ok_or_else(|| Error::file(path, "path is not valid UTF-8"))?;
+        let vocab_lines = bytes.split(|&b| b == b'\n').count()
+            - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| Error::file(path, "path is not valid UTF-8"))?;
         let wordpiece = WordPiece::from_file(path_str)
             .unk_token("[UNK]".into())
             .build()
@@ -43,7 +46,10 @@ impl BertTokenizer {
         inner.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-        let added: Vec<AddedToken> = specials.iter().map(|s| AddedToken::from(*s, true)).collect();
+        let added: Vec<AddedToken> = specials
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
         inner.add_special_tokens(&added);
         let id = |t: &str| {
             inner
@@ -97,6 +103,15 @@ impl BertTokenizer {
 
     /// Tokens of an id sequence, for display.
     pub fn tokens(&self, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&i| self.id_to_token(i).unwrap_or_else(|| format!("<{i}>"))).collect()
+        ids.iter()
+            .map(|&i| self.id_to_token(i).unwrap_or_else(|| format!("<{i}>")))
+            .collect()
     }
+}
+
+/// The shipped zh-mini vocabulary, for unit tests.
+#[cfg(test)]
+pub(crate) fn shipped_zh_mini() -> BertTokenizer {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini");
+    BertTokenizer::from_vocab_file(&dir.join("vocab.txt"), true).expect("shipped vocabulary")
 }

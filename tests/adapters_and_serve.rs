@@ -21,7 +21,11 @@ fn small_data() -> tempfile::TempDir {
 }
 
 fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -29,20 +33,77 @@ fn ok(out: std::process::Output) -> String {
 fn make_adapters(data: &Path, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let d = data.to_str().unwrap();
     let (pt, zs) = (dir.join("pt"), dir.join("zs"));
-    ok(ptune(&["train", "--method", "ptune", "--data", d, "--out", pt.to_str().unwrap(), "--quiet", "--shots", "8",
-        "--epochs", "2", "--passes", "2", "--batch-size", "8", "--lr", "1e-3", "--max-len", "64"]));
-    ok(ptune(&["train", "--method", "zeroshot", "--data", d, "--out", zs.to_str().unwrap(), "--quiet", "--max-len", "64",
-        "--template", "[MASK]满意。{text}", "--labels", "0=不,1=很"]));
+    ok(ptune(&[
+        "train",
+        "--method",
+        "ptune",
+        "--data",
+        d,
+        "--out",
+        pt.to_str().unwrap(),
+        "--quiet",
+        "--shots",
+        "8",
+        "--epochs",
+        "2",
+        "--passes",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--max-len",
+        "64",
+    ]));
+    ok(ptune(&[
+        "train",
+        "--method",
+        "zeroshot",
+        "--data",
+        d,
+        "--out",
+        zs.to_str().unwrap(),
+        "--quiet",
+        "--max-len",
+        "64",
+        "--template",
+        "[MASK]满意。{text}",
+        "--labels",
+        "0=不,1=很",
+    ]));
     let (a, b) = (dir.join("pt.adapter"), dir.join("zs.adapter"));
-    ok(ptune(&["export", "--run", pt.to_str().unwrap(), "--out", a.to_str().unwrap()]));
-    ok(ptune(&["export", "--run", zs.to_str().unwrap(), "--out", b.to_str().unwrap()]));
+    ok(ptune(&[
+        "export",
+        "--run",
+        pt.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]));
+    ok(ptune(&[
+        "export",
+        "--run",
+        zs.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+    ]));
     (a, b)
 }
 
 fn predict_jsonl(adapter: &Path, input: &Path) -> Vec<Value> {
-    let out = ok(ptune(&["predict", "--adapter", adapter.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--format", "jsonl", "--batch-size", "64"]));
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let out = ok(ptune(&[
+        "predict",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--batch-size",
+        "64",
+    ]));
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -50,39 +111,91 @@ fn adapters_predict_like_their_runs_and_serve() {
     let data = small_data();
     let tmp = tempfile::tempdir().unwrap();
     let (pt, zs) = make_adapters(data.path(), tmp.path());
-    assert!(fs::metadata(&pt).unwrap().len() < 12_000, "8 × 256 floats plus a small header");
+    assert!(
+        fs::metadata(&pt).unwrap().len() < 12_000,
+        "8 × 256 floats plus a small header"
+    );
 
     // The adapter reproduces the run: accuracy of `predict` on valid.tsv equals the best
     // epoch's valid accuracy (same batches: length-sorted, 64 rows).
     let valid = data.path().join("valid.tsv");
-    let gold: Vec<String> = fs::read_to_string(&valid).unwrap().lines().map(|l| l.rsplit('\t').next().unwrap().to_string()).collect();
+    let gold: Vec<String> = fs::read_to_string(&valid)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
     for (adapter, run) in [(&pt, "pt"), (&zs, "zs")] {
         let preds = predict_jsonl(adapter, &valid);
         assert_eq!(preds.len(), gold.len());
-        let correct = preds.iter().zip(&gold).filter(|(p, g)| p["label"] == **g).count();
-        let summary: Value = serde_json::from_slice(&fs::read(tmp.path().join(run).join("summary.json")).unwrap()).unwrap();
-        assert_eq!(correct as f64 / gold.len() as f64, summary["best_valid"].as_f64().unwrap(), "{run}: adapter ≠ run");
+        let correct = preds
+            .iter()
+            .zip(&gold)
+            .filter(|(p, g)| p["label"] == **g)
+            .count();
+        let summary: Value =
+            serde_json::from_slice(&fs::read(tmp.path().join(run).join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            correct as f64 / gold.len() as f64,
+            summary["best_valid"].as_f64().unwrap(),
+            "{run}: adapter ≠ run"
+        );
     }
 
     // The server answers like `predict`, for two tasks on one backbone.
-    let texts: Vec<String> = fs::read_to_string(&valid).unwrap().lines().take(12).map(|l| l.rsplit_once('\t').unwrap().0.to_string()).collect();
+    let texts: Vec<String> = fs::read_to_string(&valid)
+        .unwrap()
+        .lines()
+        .take(12)
+        .map(|l| l.rsplit_once('\t').unwrap().0.to_string())
+        .collect();
     let input = tmp.path().join("texts.txt");
     fs::write(&input, texts.join("\n") + "\n").unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_ptune"))
-        .args(["serve", "--adapter", &format!("sent={}", pt.display()), "--adapter", &format!("manual={}", zs.display()),
-            "--addr", "127.0.0.1:0", "--max-texts", "16", "--max-text-chars", "300", "--max-body-bytes", "20000"])
+        .args([
+            "serve",
+            "--adapter",
+            &format!("sent={}", pt.display()),
+            "--adapter",
+            &format!("manual={}", zs.display()),
+            "--addr",
+            "127.0.0.1:0",
+            "--max-texts",
+            "16",
+            "--max-text-chars",
+            "300",
+            "--max-body-bytes",
+            "20000",
+        ])
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("listening line").to_string();
-    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("listening line")
+        .to_string();
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
     let post = |body: &str| {
-        let mut r = agent.post(&format!("{base}/v1/classify")).header("content-type", "application/json").send(body).unwrap();
-        (r.status().as_u16(), r.body_mut().read_json::<Value>().unwrap())
+        let mut r = agent
+            .post(&format!("{base}/v1/classify"))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json::<Value>().unwrap(),
+        )
     };
 
     for (task, adapter) in [("sent", &pt), ("manual", &zs)] {
@@ -94,7 +207,10 @@ fn adapters_predict_like_their_runs_and_serve() {
         for (g, w) in results.iter().zip(&want) {
             assert_eq!(g["label"], w["label"]);
             for c in ["0", "1"] {
-                let (a, b) = (g["probs"][c].as_f64().unwrap(), w["probs"][c].as_f64().unwrap());
+                let (a, b) = (
+                    g["probs"][c].as_f64().unwrap(),
+                    w["probs"][c].as_f64().unwrap(),
+                );
                 assert!((a - b).abs() < 1e-5, "{task}: {a} vs {b}");
             }
         }
@@ -107,16 +223,47 @@ fn adapters_predict_like_their_runs_and_serve() {
     // every bad request gets a 4xx JSON error, and the server keeps serving
     let long = "好".repeat(301);
     let many: Vec<&str> = vec!["好"; 17];
-    let huge = format!("{{\"task\": \"sent\", \"texts\": [\"{}\"]}}", "a".repeat(30_000));
+    let huge = format!(
+        "{{\"task\": \"sent\", \"texts\": [\"{}\"]}}",
+        "a".repeat(30_000)
+    );
     let cases: Vec<(String, u16, &str)> = vec![
-        ("{\"task\": \"sent\", \"texts\": [\"x\"".to_string(), 400, "JSON"),
-        (json!({ "task": "nope", "texts": ["x"] }).to_string(), 404, "unknown task"),
-        (json!({ "task": "sent", "texts": [] }).to_string(), 400, "empty"),
-        (json!({ "task": "sent", "texts": ["  "] }).to_string(), 400, "empty"),
-        (json!({ "task": "sent", "texts": many }).to_string(), 413, "limit"),
-        (json!({ "task": "sent", "texts": [long] }).to_string(), 413, "characters"),
+        (
+            "{\"task\": \"sent\", \"texts\": [\"x\"".to_string(),
+            400,
+            "JSON",
+        ),
+        (
+            json!({ "task": "nope", "texts": ["x"] }).to_string(),
+            404,
+            "unknown task",
+        ),
+        (
+            json!({ "task": "sent", "texts": [] }).to_string(),
+            400,
+            "empty",
+        ),
+        (
+            json!({ "task": "sent", "texts": ["  "] }).to_string(),
+            400,
+            "empty",
+        ),
+        (
+            json!({ "task": "sent", "texts": many }).to_string(),
+            413,
+            "limit",
+        ),
+        (
+            json!({ "task": "sent", "texts": [long] }).to_string(),
+            413,
+            "characters",
+        ),
         (json!({ "task": "sent" }).to_string(), 422, "texts"),
-        (json!({ "task": "sent", "texts": [1, 2] }).to_string(), 422, "string"),
+        (
+            json!({ "task": "sent", "texts": [1, 2] }).to_string(),
+            422,
+            "string",
+        ),
         (huge, 413, ""),
     ];
     for (body, status, needle) in cases {
@@ -131,7 +278,10 @@ fn adapters_predict_like_their_runs_and_serve() {
     assert_eq!(s, 200, "the server stopped serving after bad requests");
 
     // graceful shutdown on SIGTERM
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     let status = server.wait().unwrap();
     assert!(status.success(), "server exit status {status}");
 }
@@ -141,19 +291,55 @@ fn adapter_for_another_backbone_is_refused() {
     let data = small_data();
     let tmp = tempfile::tempdir().unwrap();
     let zs = tmp.path().join("zs");
-    ok(ptune(&["train", "--method", "zeroshot", "--data", data.path().to_str().unwrap(), "--out", zs.to_str().unwrap(), "--quiet"]));
+    ok(ptune(&[
+        "train",
+        "--method",
+        "zeroshot",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        zs.to_str().unwrap(),
+        "--quiet",
+    ]));
     let adapter = tmp.path().join("zs.adapter");
-    ok(ptune(&["export", "--run", zs.to_str().unwrap(), "--out", adapter.to_str().unwrap()]));
+    ok(ptune(&[
+        "export",
+        "--run",
+        zs.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]));
     // same architecture and vocabulary, one weight changed: a different backbone
     let other = copy_dir(&zh_mini());
     let p = other.path().join("model.safetensors");
     let mut map = ptune::model::tensors::read_safetensors(&p).unwrap();
     map.get_mut("cls.predictions.bias").unwrap().data[0] += 0.5;
-    fs::write(&p, ptune::model::tensors::safetensors_bytes(map.iter().map(|(k, t)| (k.clone(), &t.shape[..], &t.data[..])), None)).unwrap();
-    let out = ptune(&["predict", "--model", other.path().to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "好"]);
+    fs::write(
+        &p,
+        ptune::model::tensors::safetensors_bytes(
+            map.iter()
+                .map(|(k, t)| (k.clone(), &t.shape[..], &t.data[..])),
+            None,
+        ),
+    )
+    .unwrap();
+    let out = ptune(&[
+        "predict",
+        "--model",
+        other.path().to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "好",
+    ]);
     assert_clean_error(&out, &["zs.adapter", "another backbone"]);
     // a fine-tuned run is not an adapter
-    let out = ptune(&["export", "--run", "/nonexistent/run", "--out", tmp.path().join("x").to_str().unwrap()]);
+    let out = ptune(&[
+        "export",
+        "--run",
+        "/nonexistent/run",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["config.toml"]);
     let out = ptune(&["predict", "--adapter", p.to_str().unwrap(), "好"]);
     assert_clean_error(&out, &["model.safetensors", "not an adapter"]);

@@ -16,7 +16,10 @@ fn tiny_copy() -> tempfile::TempDir {
 
 #[test]
 fn missing_directory() {
-    assert_clean_error(&inspect(std::path::Path::new("/no/such/model")), &["/no/such/model", "does not exist"]);
+    assert_clean_error(
+        &inspect(std::path::Path::new("/no/such/model")),
+        &["/no/such/model", "does not exist"],
+    );
 }
 
 #[test]
@@ -45,7 +48,10 @@ fn malformed_and_incomplete_config() {
     let cfg = fs::read_to_string(d.path().join("config.json")).unwrap();
     let cfg = cfg.replace("\"num_attention_heads\"", "\"num_attention_heads_removed\"");
     fs::write(d.path().join("config.json"), cfg).unwrap();
-    assert_clean_error(&inspect(d.path()), &["config.json", "missing field \"num_attention_heads\""]);
+    assert_clean_error(
+        &inspect(d.path()),
+        &["config.json", "missing field \"num_attention_heads\""],
+    );
 }
 
 #[test]
@@ -62,7 +68,14 @@ fn vocab_size_disagrees_with_embeddings() {
     let cfg = fs::read_to_string(d.path().join("config.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let n = v["vocab_size"].as_u64().unwrap();
-    fs::write(d.path().join("config.json"), cfg.replace(&format!("\"vocab_size\": {n}"), &format!("\"vocab_size\": {}", n + 1))).unwrap();
+    fs::write(
+        d.path().join("config.json"),
+        cfg.replace(
+            &format!("\"vocab_size\": {n}"),
+            &format!("\"vocab_size\": {}", n + 1),
+        ),
+    )
+    .unwrap();
     let mut vocab = fs::read_to_string(d.path().join("vocab.txt")).unwrap();
     vocab.push_str("extra\n");
     fs::write(d.path().join("vocab.txt"), vocab).unwrap();
@@ -75,10 +88,16 @@ fn truncated_or_corrupt_safetensors() {
     let p = d.path().join("model.safetensors");
     let bytes = fs::read(&p).unwrap();
     fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    assert_clean_error(&inspect(d.path()), &["model.safetensors", "not a valid safetensors file"]);
+    assert_clean_error(
+        &inspect(d.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 
     fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}").unwrap();
-    assert_clean_error(&inspect(d.path()), &["model.safetensors", "not a valid safetensors file"]);
+    assert_clean_error(
+        &inspect(d.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
@@ -89,20 +108,37 @@ fn unknown_dtype() {
     bytes.extend_from_slice(header);
     bytes.extend_from_slice(&[0, 0]);
     fs::write(d.path().join("model.safetensors"), bytes).unwrap();
-    assert_clean_error(&inspect(d.path()), &["model.safetensors", "unsupported dtype"]);
+    assert_clean_error(
+        &inspect(d.path()),
+        &["model.safetensors", "unsupported dtype"],
+    );
 }
 
 #[test]
 fn pickle_naming_another_global_is_rejected_without_running_it() {
     let d = tiny_copy();
     fs::remove_file(d.path().join("model.safetensors")).unwrap();
-    fs::copy(fixture("evil/pytorch_model.bin"), d.path().join("pytorch_model.bin")).unwrap();
+    fs::copy(
+        fixture("evil/pytorch_model.bin"),
+        d.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
     let out = inspect(d.path());
     let err = assert_clean_error(&out, &["pytorch_model.bin", "posix.system", "not allowed"]);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("must never run"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("must never run"),
+        "{err}"
+    );
 
-    fs::write(d.path().join("pytorch_model.bin"), b"PK\x03\x04 truncated zip").unwrap();
-    assert_clean_error(&inspect(d.path()), &["pytorch_model.bin", "not a PyTorch zip checkpoint"]);
+    fs::write(
+        d.path().join("pytorch_model.bin"),
+        b"PK\x03\x04 truncated zip",
+    )
+    .unwrap();
+    assert_clean_error(
+        &inspect(d.path()),
+        &["pytorch_model.bin", "not a PyTorch zip checkpoint"],
+    );
 }
 
 #[test]
@@ -111,14 +147,21 @@ fn missing_and_unexpected_keys_are_named() {
     let p = d.path().join("model.safetensors");
     let map = ptune::model::tensors::read_safetensors(&p).unwrap();
     let renamed = map.iter().map(|(k, t)| {
-        let k = if k == "bert.encoder.layer.1.output.dense.bias" { "bert.encoder.layer.1.output.dense.bias_typo".to_string() } else { k.clone() };
+        let k = if k == "bert.encoder.layer.1.output.dense.bias" {
+            "bert.encoder.layer.1.output.dense.bias_typo".to_string()
+        } else {
+            k.clone()
+        };
         (k, &t.shape[..], &t.data[..])
     });
     fs::write(&p, ptune::model::tensors::safetensors_bytes(renamed, None)).unwrap();
-    assert_clean_error(&inspect(d.path()), &[
-        "missing keys [\"bert.encoder.layer.1.output.dense.bias\"]",
-        "unexpected keys {\"bert.encoder.layer.1.output.dense.bias_typo\"}",
-    ]);
+    assert_clean_error(
+        &inspect(d.path()),
+        &[
+            "missing keys [\"bert.encoder.layer.1.output.dense.bias\"]",
+            "unexpected keys {\"bert.encoder.layer.1.output.dense.bias_typo\"}",
+        ],
+    );
 }
 
 #[test]
@@ -127,8 +170,18 @@ fn bare_bert_keys_load_like_prefixed_ones() {
     let d = tiny_copy();
     let p = d.path().join("model.safetensors");
     let map = ptune::model::tensors::read_safetensors(&p).unwrap();
-    let stripped = map.iter().map(|(k, t)| (k.strip_prefix("bert.").unwrap_or(k).to_string(), &t.shape[..], &t.data[..]));
+    let stripped = map.iter().map(|(k, t)| {
+        (
+            k.strip_prefix("bert.").unwrap_or(k).to_string(),
+            &t.shape[..],
+            &t.data[..],
+        )
+    });
     fs::write(&p, ptune::model::tensors::safetensors_bytes(stripped, None)).unwrap();
     let out = inspect(d.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

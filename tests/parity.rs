@@ -5,18 +5,25 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use ptune::Cpu;
-use ptune::model::{BertForMaskedLM, ModelDir};
 use ptune::model::weights::to_host;
+use ptune::model::{BertForMaskedLM, ModelDir};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
 
 fn load(dir: &std::path::Path) -> BertForMaskedLM<Cpu> {
-    ModelDir::open(dir).unwrap().load::<Cpu>(&Default::default()).unwrap()
+    ModelDir::open(dir)
+        .unwrap()
+        .load::<Cpu>(&Default::default())
+        .unwrap()
 }
 
 /// Logits `[batch, len, vocab]` as host rows.
-fn logits(model: &BertForMaskedLM<Cpu>, ids: &[Vec<u32>], mask: &[Vec<u32>]) -> (Vec<usize>, Vec<f32>) {
+fn logits(
+    model: &BertForMaskedLM<Cpu>,
+    ids: &[Vec<u32>],
+    mask: &[Vec<u32>],
+) -> (Vec<usize>, Vec<f32>) {
     let (b, l) = (ids.len(), ids[0].len());
     let flat = |v: &[Vec<u32>]| v.iter().flatten().map(|&x| x as i64).collect::<Vec<_>>();
     let dev = Default::default();
@@ -30,11 +37,19 @@ fn json(path: &str) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Compares the recorded rows (top-k and slice) of one sequence; returns the max abs diff.
@@ -48,7 +63,9 @@ fn check_rows(rows: &Value, seq: &[f32], vocab: usize, s0: usize, s1: usize, wha
         worst = worst.max(max_abs_diff(&top_ours, &floats(&r["top_logits"])));
         worst = worst.max(max_abs_diff(&row[s0..s1], &floats(&r["slice"])));
         // our own top-1 must be HF's top-1
-        let best = (0..vocab).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        let best = (0..vocab)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
         assert_eq!(best as u32, top_ids[0], "{what} pos {pos}: top-1 differs");
     }
     worst
@@ -60,7 +77,10 @@ fn zh_mini_tokens_and_logits_match_transformers() {
     let dir = ModelDir::open(&zh_mini()).unwrap();
     let tok = dir.tokenizer().unwrap();
     let model = load(&zh_mini());
-    let (s0, s1) = (fx["slice_start"].as_u64().unwrap() as usize, fx["slice_end"].as_u64().unwrap() as usize);
+    let (s0, s1) = (
+        fx["slice_start"].as_u64().unwrap() as usize,
+        fx["slice_end"].as_u64().unwrap() as usize,
+    );
     let cases = fx["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
     let mut worst = 0.0f32;
@@ -68,7 +88,7 @@ fn zh_mini_tokens_and_logits_match_transformers() {
         let text = case["text"].as_str().unwrap();
         let ids = tok.encode_with_specials(text, 512);
         assert_eq!(ids, u32s(&case["ids"]), "token ids differ for {text:?}");
-        let (shape, data) = logits(&model, &[ids.clone()], &[vec![1; ids.len()]]);
+        let (shape, data) = logits(&model, std::slice::from_ref(&ids), &[vec![1; ids.len()]]);
         worst = worst.max(check_rows(&case["rows"], &data, shape[2], s0, s1, text));
     }
     assert!(worst <= TOL, "max abs logit diff {worst} > {TOL}");
@@ -79,11 +99,22 @@ fn zh_mini_tokens_and_logits_match_transformers() {
 fn zh_mini_padded_batch_matches_transformers() {
     let fx = json("zh_mini_parity.json");
     let model = load(&zh_mini());
-    let (s0, s1) = (fx["slice_start"].as_u64().unwrap() as usize, fx["slice_end"].as_u64().unwrap() as usize);
+    let (s0, s1) = (
+        fx["slice_start"].as_u64().unwrap() as usize,
+        fx["slice_end"].as_u64().unwrap() as usize,
+    );
     let batch = &fx["batch"];
     let ids: Vec<Vec<u32>> = batch["ids"].as_array().unwrap().iter().map(u32s).collect();
-    let mask: Vec<Vec<u32>> = batch["attention_mask"].as_array().unwrap().iter().map(u32s).collect();
-    assert!(mask.iter().any(|m| m.contains(&0)), "the batch must contain padding");
+    let mask: Vec<Vec<u32>> = batch["attention_mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u32s)
+        .collect();
+    assert!(
+        mask.iter().any(|m| m.contains(&0)),
+        "the batch must contain padding"
+    );
     let (shape, data) = logits(&model, &ids, &mask);
     let per_seq = shape[1] * shape[2];
     let mut worst = 0.0f32;
@@ -100,12 +131,15 @@ fn zh_mini_pickle_and_safetensors_give_identical_logits() {
     // shared model store next to the checkout when there is one.
     let bin_dir = repo().join("../shared/models/zh-mini");
     if !bin_dir.join("pytorch_model.bin").is_file() {
-        eprintln!("SKIPPED: ../shared/models/zh-mini/pytorch_model.bin not present (tiny-bert covers .bin parity)");
+        eprintln!(
+            "SKIPPED: ../shared/models/zh-mini/pytorch_model.bin not present (tiny-bert covers .bin parity)"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     for f in ["config.json", "vocab.txt", "pytorch_model.bin"] {
-        std::os::unix::fs::symlink(bin_dir.join(f).canonicalize().unwrap(), tmp.path().join(f)).unwrap();
+        std::os::unix::fs::symlink(bin_dir.join(f).canonicalize().unwrap(), tmp.path().join(f))
+            .unwrap();
     }
     let a = load(&zh_mini());
     let b = load(tmp.path());
@@ -126,20 +160,52 @@ fn tiny_checkpoints_in_every_format_match_transformers() {
     let dir = ModelDir::open(bin_only.path()).unwrap();
     assert_eq!(dir.weight_format, ptune::model::WeightFormat::PyTorchPickle);
     let bin = load(bin_only.path());
-    let tok = ModelDir::open(&fixture("tiny-bert")).unwrap().tokenizer().unwrap();
+    let tok = ModelDir::open(&fixture("tiny-bert"))
+        .unwrap()
+        .tokenizer()
+        .unwrap();
     for case in fx["cases"].as_array().unwrap() {
         let ids = tok.encode_with_specials(case["text"].as_str().unwrap(), 64);
         assert_eq!(ids, u32s(&case["ids"]));
         let mask = vec![vec![1; ids.len()]];
-        let want: Vec<f32> = case["logits"].as_array().unwrap().iter().flat_map(floats).collect();
-        let want16: Vec<f32> = case["logits_fp16"].as_array().unwrap().iter().flat_map(floats).collect();
-        let got = logits(&f32_st, &[ids.clone()], &mask).1;
-        assert!(max_abs_diff(&got, &want) <= TOL, "safetensors f32: {}", max_abs_diff(&got, &want));
-        assert_eq!(got, logits(&bin, &[ids.clone()], &mask).1, ".bin differs from .safetensors");
-        assert_eq!(got, logits(&legacy, &[ids.clone()], &mask).1, "legacy keys differ");
-        let got16 = logits(&fp16, &[ids.clone()], &mask).1;
-        assert!(max_abs_diff(&got16, &want16) <= TOL, "fp16: {}", max_abs_diff(&got16, &want16));
-        assert!(max_abs_diff(&got16, &want) > 1e-4, "fp16 weights should not be bit-equal to f32");
+        let want: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(floats)
+            .collect();
+        let want16: Vec<f32> = case["logits_fp16"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(floats)
+            .collect();
+        let got = logits(&f32_st, std::slice::from_ref(&ids), &mask).1;
+        assert!(
+            max_abs_diff(&got, &want) <= TOL,
+            "safetensors f32: {}",
+            max_abs_diff(&got, &want)
+        );
+        assert_eq!(
+            got,
+            logits(&bin, std::slice::from_ref(&ids), &mask).1,
+            ".bin differs from .safetensors"
+        );
+        assert_eq!(
+            got,
+            logits(&legacy, std::slice::from_ref(&ids), &mask).1,
+            "legacy keys differ"
+        );
+        let got16 = logits(&fp16, std::slice::from_ref(&ids), &mask).1;
+        assert!(
+            max_abs_diff(&got16, &want16) <= TOL,
+            "fp16: {}",
+            max_abs_diff(&got16, &want16)
+        );
+        assert!(
+            max_abs_diff(&got16, &want) > 1e-4,
+            "fp16 weights should not be bit-equal to f32"
+        );
     }
 }
 
@@ -150,8 +216,17 @@ fn fill_mask_top5_matches_transformers() {
     let want = u32s(&fx["cases"][0]["rows"][5]["top_ids"]);
     assert_eq!(fx["cases"][0]["rows"][5]["pos"], 5);
     let out = ptune(&["fill-mask", "这个手机[MASK]好用", "--top-k", "5", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<u32> = v[0]["candidates"].as_array().unwrap().iter().map(|c| c[1].as_u64().unwrap() as u32).collect();
+    let got: Vec<u32> = v[0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(got, want);
 }

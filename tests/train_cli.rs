@@ -24,9 +24,27 @@ fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
 }
 
 fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--shots", "8",
-        "--max-len", "64", "--batch-size", "8", "--passes", "1", "--threads", "2"]
-        .iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--shots",
+        "8",
+        "--max-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--passes",
+        "1",
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -38,45 +56,87 @@ fn run_train(args: &[String]) -> std::process::Output {
 
 /// metrics.jsonl without the timing fields, which differ between runs.
 fn metrics(out: &Path) -> Vec<Value> {
-    fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| {
-        let mut v: Value = serde_json::from_str(l).unwrap();
-        for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
-            v.as_object_mut().unwrap().remove(k);
-        }
-        v
-    }).collect()
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
 }
 
 #[test]
 fn same_seed_same_numbers_and_outputs_written() {
     let data = small_data(200, 40);
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     for (out, seed) in [(&a, "1"), (&b, "1"), (&c, "2")] {
-        let o = run_train(&train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "2", "--lr", "1e-3", "--seed", seed]));
+        let o = run_train(&train_args(
+            data.path(),
+            out.path(),
+            &[
+                "--method", "ptune", "--epochs", "2", "--lr", "1e-3", "--seed", seed,
+            ],
+        ));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let (ma, mb, mc) = (metrics(a.path()), metrics(b.path()), metrics(c.path()));
     assert_eq!(ma.len(), 2);
     assert_eq!(ma, mb, "same seed, different numbers");
-    assert_ne!(ma[1]["loss"], mc[1]["loss"], "different seeds gave identical losses");
-    for f in ["config.toml", "summary.json", "curve.svg", "best/prompt_encoder.safetensors", "best/run.json", "checkpoint/LATEST"] {
+    assert_ne!(
+        ma[1]["loss"], mc[1]["loss"],
+        "different seeds gave identical losses"
+    );
+    for f in [
+        "config.toml",
+        "summary.json",
+        "curve.svg",
+        "best/prompt_encoder.safetensors",
+        "best/run.json",
+        "checkpoint/LATEST",
+    ] {
         assert!(a.path().join(f).is_file(), "missing {f}");
     }
     let svg = fs::read_to_string(a.path().join("curve.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "curve.svg is not a line plot");
-    let summary: Value = serde_json::from_slice(&fs::read(a.path().join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["trainable_params"].as_u64().unwrap(), 924160, "LSTM prompt encoder size at H=256");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "curve.svg is not a line plot"
+    );
+    let summary: Value =
+        serde_json::from_slice(&fs::read(a.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["trainable_params"].as_u64().unwrap(),
+        924160,
+        "LSTM prompt encoder size at H=256"
+    );
     assert!(ma[0]["valid"]["per_class"].as_array().unwrap().len() == 2);
 }
 
 /// Kills a run with SIGKILL as soon as its first epoch checkpoint appears.
 fn kill_after_first_checkpoint(args: &[String], out: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ptune")).args(args).current_dir(repo()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ptune"))
+        .args(args)
+        .current_dir(repo())
+        .spawn()
+        .unwrap();
     let latest = out.join("checkpoint/LATEST");
     let start = Instant::now();
     while !latest.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "run ended before its first checkpoint");
-        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before its first checkpoint"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint after 300 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
@@ -94,7 +154,10 @@ fn resume_after_kill_matches_uninterrupted_run() {
 
     kill_after_first_checkpoint(&train_args(data.path(), cut.path(), &extra), cut.path());
     let latest = fs::read_to_string(cut.path().join("checkpoint/LATEST")).unwrap();
-    assert!(latest.trim() < "epoch-0003", "the kill came too late to test anything ({latest})");
+    assert!(
+        latest.trim() < "epoch-0003",
+        "the kill came too late to test anything ({latest})"
+    );
     // without --resume the run directory is protected
     let o = run_train(&train_args(data.path(), cut.path(), &extra));
     assert_clean_error(&o, &["already holds a run", "--resume"]);
@@ -102,11 +165,18 @@ fn resume_after_kill_matches_uninterrupted_run() {
     resumed.push("--resume".into());
     let o = run_train(&resumed);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(metrics(cut.path()), metrics(full.path()), "resumed run differs from the uninterrupted one");
+    assert_eq!(
+        metrics(cut.path()),
+        metrics(full.path()),
+        "resumed run differs from the uninterrupted one"
+    );
     // a different configuration cannot resume this run
     let mut other = resumed.clone();
     other.extend(["--lr".to_string(), "1e-4".to_string()]);
-    assert_clean_error(&run_train(&other), &["config.toml", "different configuration"]);
+    assert_clean_error(
+        &run_train(&other),
+        &["config.toml", "different configuration"],
+    );
 }
 
 #[test]
@@ -115,12 +185,36 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let out = tempfile::tempdir().unwrap();
     let recipe = out.path().join("explode.toml");
     // epoch 1 trains normally; epoch 2's learning rate is 1e30 times larger
-    let text = include_str!("../recipes/seed.toml").replace("schedule = { exponential = 0.98 }", "schedule = { exponential = 1e30 }");
+    let text = include_str!("../recipes/seed.toml").replace(
+        "schedule = { exponential = 0.98 }",
+        "schedule = { exponential = 1e30 }",
+    );
     fs::write(&recipe, text).unwrap();
     let run_dir = out.path().join("run");
-    let o = run_train(&train_args(data.path(), &run_dir, &["--method", "ptune", "--epochs", "3", "--lr", "1e-3", "--recipe", recipe.to_str().unwrap()]));
-    assert_clean_error(&o, &["loss became", "epoch 2", "last good checkpoint (epoch 1)"]);
-    assert_eq!(fs::read_to_string(run_dir.join("checkpoint/LATEST")).unwrap().trim(), "epoch-0001");
+    let o = run_train(&train_args(
+        data.path(),
+        &run_dir,
+        &[
+            "--method",
+            "ptune",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e-3",
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ],
+    ));
+    assert_clean_error(
+        &o,
+        &["loss became", "epoch 2", "last good checkpoint (epoch 1)"],
+    );
+    assert_eq!(
+        fs::read_to_string(run_dir.join("checkpoint/LATEST"))
+            .unwrap()
+            .trim(),
+        "epoch-0001"
+    );
     assert_eq!(metrics(&run_dir).len(), 1);
 }
 
@@ -128,16 +222,26 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
 fn bad_data_is_reported_with_file_and_line() {
     let cases: [(&[u8], &str); 4] = [
         (b"\xe5\xa5\xbd\t1\nno tab here\n", "train.tsv:2: no tab"),
-        ("好\t1\n差\t7\n".as_bytes(), "train.tsv:2: unknown label \"7\""),
+        (
+            "好\t1\n差\t7\n".as_bytes(),
+            "train.tsv:2: unknown label \"7\"",
+        ),
         ("好\t1\n\t0\n".as_bytes(), "train.tsv:2: empty text"),
-        (b"good\t1\nbad \xff\xfe\t0\n", "train.tsv:2: not valid UTF-8"),
+        (
+            b"good\t1\nbad \xff\xfe\t0\n",
+            "train.tsv:2: not valid UTF-8",
+        ),
     ];
     for (content, needle) in cases {
         let data = small_data(10, 10);
         fs::write(data.path().join("train.tsv"), content).unwrap();
         let out = tempfile::tempdir().unwrap();
         let run_dir = out.path().join("run");
-        let o = run_train(&train_args(data.path(), &run_dir, &["--method", "zeroshot"]));
+        let o = run_train(&train_args(
+            data.path(),
+            &run_dir,
+            &["--method", "zeroshot"],
+        ));
         assert_clean_error(&o, &[needle]);
         assert!(!run_dir.exists(), "a failed run left files behind");
     }
@@ -150,13 +254,20 @@ fn bad_templates_and_label_words_are_rejected() {
         (&["--template", "[P]*4 {text}"], "no [MASK]"),
         (&["--template", "[P]*4 [MASK]"], "no text slot"),
         (&["--template", "[P]*99 [MASK] {text}"], "[unused100]"),
-        (&["--template", "[FOO] [MASK] {text}"], "unknown token [FOO]"),
+        (
+            &["--template", "[FOO] [MASK] {text}"],
+            "unknown token [FOO]",
+        ),
         (&["--labels", "0=不,1=😀"], "tokenizes to [UNK]"),
         (&["--labels", "0=不好,1=很"], "is 2 tokens"),
     ];
     for (extra, needle) in cases {
         let out = tempfile::tempdir().unwrap();
-        let mut args = train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "1"]);
+        let mut args = train_args(
+            data.path(),
+            out.path(),
+            &["--method", "ptune", "--epochs", "1"],
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         assert_clean_error(&run_train(&args), &[needle]);
     }
@@ -167,7 +278,18 @@ fn manual_template_with_two_token_label_words_runs() {
     // PET-style template with consecutive [MASK]s and two-character label words
     let data = small_data(40, 20);
     let out = tempfile::tempdir().unwrap();
-    let o = run_train(&train_args(data.path(), out.path(), &["--method", "zeroshot", "--template", "[MASK]*2满意。{text}", "--labels", "0=不太,1=非常"]));
+    let o = run_train(&train_args(
+        data.path(),
+        out.path(),
+        &[
+            "--method",
+            "zeroshot",
+            "--template",
+            "[MASK]*2满意。{text}",
+            "--labels",
+            "0=不太,1=非常",
+        ],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = metrics(out.path());
     assert_eq!(m[0]["valid"]["n"], 20);
@@ -177,17 +299,36 @@ fn manual_template_with_two_token_label_words_runs() {
 fn prompt_encoder_kinds_and_tune_lm_train() {
     let data = small_data(200, 20);
     for (extra, params) in [
-        (vec!["--prompt-encoder", "mlp"], 8 * 256 + 2 * (256 * 256 + 256)),
+        (
+            vec!["--prompt-encoder", "mlp"],
+            8 * 256 + 2 * (256 * 256 + 256),
+        ),
         (vec!["--prompt-encoder", "embedding"], 8 * 256),
-        (vec!["--prompt-encoder", "embedding", "--tune-lm"], 8 * 256 + 8_787_336),
+        (
+            vec!["--prompt-encoder", "embedding", "--tune-lm"],
+            8 * 256 + 8_787_336,
+        ),
     ] {
         let out = tempfile::tempdir().unwrap();
-        let mut args = train_args(data.path(), out.path(), &["--method", "ptune", "--epochs", "1", "--lr", "1e-3"]);
+        let mut args = train_args(
+            data.path(),
+            out.path(),
+            &["--method", "ptune", "--epochs", "1", "--lr", "1e-3"],
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         let o = run_train(&args);
-        assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
-        let summary: Value = serde_json::from_slice(&fs::read(out.path().join("summary.json")).unwrap()).unwrap();
-        assert_eq!(summary["trainable_params"].as_u64().unwrap(), params as u64, "{extra:?}");
+        assert!(
+            o.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let summary: Value =
+            serde_json::from_slice(&fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!(
+            summary["trainable_params"].as_u64().unwrap(),
+            params as u64,
+            "{extra:?}"
+        );
     }
 }
 
@@ -195,14 +336,40 @@ fn prompt_encoder_kinds_and_tune_lm_train() {
 fn compare_prints_one_table_and_writes_a_plot() {
     let data = small_data(200, 30);
     let out = tempfile::tempdir().unwrap();
-    let o = ptune(&["compare", "--data", data.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--quiet",
-        "--shots", "8", "--epochs", "1", "--passes", "1", "--threads", "2", "--max-len", "64"]);
+    let o = ptune(&[
+        "compare",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+        "--shots",
+        "8",
+        "--epochs",
+        "1",
+        "--passes",
+        "1",
+        "--threads",
+        "2",
+        "--max-len",
+        "64",
+    ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for method in ["zeroshot", "finetune", "ptune"] {
-        assert!(stdout.lines().any(|l| l.starts_with(&format!("| {method} |"))), "no row for {method}:\n{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("| {method} |"))),
+            "no row for {method}:\n{stdout}"
+        );
     }
-    for f in ["compare.md", "compare.json", "compare.svg", "ptune-seed42/metrics.jsonl"] {
+    for f in [
+        "compare.md",
+        "compare.json",
+        "compare.svg",
+        "ptune-seed42/metrics.jsonl",
+    ] {
         assert!(out.path().join(f).is_file(), "missing {f}");
     }
 }

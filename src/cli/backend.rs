@@ -22,7 +22,9 @@ impl BackendArgs {
         if self.device != "cpu" {
             return 1;
         }
-        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
     }
 }
 
@@ -35,7 +37,9 @@ pub trait Job {
 pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
     if let Some(n) = args.threads {
         // Fails only if the pool was already built; the first setting then stays.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
     }
     let dev = args.device.as_str();
     if dev == "cpu" {
@@ -43,20 +47,28 @@ pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
     }
     if dev == "cuda" || dev.starts_with("cuda:") {
         let index: usize = match dev.strip_prefix("cuda:") {
-            Some(i) => i.parse().map_err(|_| Error::invalid(format!("--device: bad CUDA index in \"{dev}\"")))?,
+            Some(i) => i
+                .parse()
+                .map_err(|_| Error::invalid(format!("--device: bad CUDA index in \"{dev}\"")))?,
             None => 0,
         };
         return run_cuda(job, index);
     }
-    Err(Error::invalid(format!("--device: unknown device \"{dev}\" (expected cpu, cuda or cuda:N)")))
+    Err(Error::invalid(format!(
+        "--device: unknown device \"{dev}\" (expected cpu, cuda or cuda:N)"
+    )))
 }
 
 #[cfg(feature = "cuda")]
 fn run_cuda<J: Job>(job: J, index: usize) -> Result<J::Output> {
-    job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(index))
+    job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(
+        index,
+    ))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<J: Job>(_job: J, _index: usize) -> Result<J::Output> {
-    Err(Error::invalid("--device cuda: this ptune was built without CUDA support (rebuild with `--features cuda`)"))
+    Err(Error::invalid(
+        "--device cuda: this ptune was built without CUDA support (rebuild with `--features cuda`)",
+    ))
 }

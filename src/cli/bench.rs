@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-
 use ptune::classifier::PromptClassifier;
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
@@ -28,7 +27,11 @@ pub struct Args {
     #[arg(long)]
     rows: Option<usize>,
     /// What to measure.
-    #[arg(long, value_delimiter = ',', default_value = "forward,eval,ptune,finetune")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "forward,eval,ptune,finetune"
+    )]
     what: Vec<String>,
     #[command(flatten)]
     backend: BackendArgs,
@@ -48,27 +51,60 @@ impl Job for Bench {
                     config.max_len = a.max_len;
                     let tokenizer = model_dir.tokenizer()?;
                     let template = ptune::prompt::Template::parse(&config.template, &tokenizer)?;
-                    let verbalizer = ptune::prompt::Verbalizer::parse(&config.labels, &tokenizer, template.n_mask())?;
-                    let mut rows = ptune::data::read_tsv(&a.data.join("valid.tsv"), &verbalizer.classes, false)?;
+                    let verbalizer = ptune::prompt::Verbalizer::parse(
+                        &config.labels,
+                        &tokenizer,
+                        template.n_mask(),
+                    )?;
+                    let mut rows = ptune::data::read_tsv(
+                        &a.data.join("valid.tsv"),
+                        &verbalizer.classes,
+                        false,
+                    )?;
                     rows.truncate(a.rows.unwrap_or(usize::MAX));
-                    let encoded = rows.iter().map(|r| template.encode(&tokenizer, &r.text_a, None, a.max_len)).collect::<Result<Vec<_>>>()?;
-                    let model = PromptClassifier { lm: model_dir.load::<B::InnerBackend>(&device)?, prompt: None };
+                    let encoded = rows
+                        .iter()
+                        .map(|r| template.encode(&tokenizer, &r.text_a, None, a.max_len))
+                        .collect::<Result<Vec<_>>>()?;
+                    let model = PromptClassifier {
+                        lm: model_dir.load::<B::InnerBackend>(&device)?,
+                        prompt: None,
+                    };
                     let t = if what == "forward" {
-                        ptune::bench::forward_in_order(&model, &encoded, &verbalizer.word_ids, a.batch_size, tokenizer.pad_id, &device)
+                        ptune::bench::forward_in_order(
+                            &model,
+                            &encoded,
+                            &verbalizer.word_ids,
+                            a.batch_size,
+                            tokenizer.pad_id,
+                            &device,
+                        )
                     } else {
-                        ptune::bench::evaluation(&model, &encoded, &verbalizer.word_ids, a.batch_size, tokenizer.pad_id, &device)
+                        ptune::bench::evaluation(
+                            &model,
+                            &encoded,
+                            &verbalizer.word_ids,
+                            a.batch_size,
+                            tokenizer.pad_id,
+                            &device,
+                        )
                     };
                     println!("{}", serde_json::to_string(&t).expect("json"));
                 }
                 "ptune" | "finetune" => {
-                    let method = if what == "ptune" { Method::Ptune } else { Method::Finetune };
+                    let method = if what == "ptune" {
+                        Method::Ptune
+                    } else {
+                        Method::Finetune
+                    };
                     let mut config = recipe.resolve(method)?;
                     config.epochs = 1;
                     config.max_steps_per_epoch = Some(a.steps);
                     config.batch_size = a.batch_size;
                     config.max_len = a.max_len;
                     // the few-shot set of the recipe; evaluation on 8 rows only (not timed)
-                    let tmp = std::env::temp_dir().join(format!("ptune-bench-{}", std::process::id()));
+                    let tmp =
+                        std::env::temp_dir().join(format!("ptune-bench-{}", std::process::id()));
                     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
                     let small: String = std::fs::read_to_string(a.data.join("valid.tsv"))
                         .map_err(|e| Error::io(a.data.join("valid.tsv"), e))?
@@ -80,7 +116,11 @@ impl Job for Bench {
                     let spec = RunSpec {
                         config,
                         model: model_dir.clone(),
-                        data: DataFiles { train: a.data.join("train.tsv"), valid: tmp.join("small.tsv"), test: tmp.join("small.tsv") },
+                        data: DataFiles {
+                            train: a.data.join("train.tsv"),
+                            valid: tmp.join("small.tsv"),
+                            test: tmp.join("small.tsv"),
+                        },
                         out_dir: tmp.join("run"),
                         resume: false,
                         progress: false,
@@ -97,7 +137,11 @@ impl Job for Bench {
                     });
                     println!("{line}");
                 }
-                other => return Err(Error::invalid(format!("--what: unknown measurement \"{other}\" (forward, eval, ptune, finetune)"))),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "--what: unknown measurement \"{other}\" (forward, eval, ptune, finetune)"
+                    )));
+                }
             }
         }
         Ok(())

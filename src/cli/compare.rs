@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-
 use ptune::error::{Error, Result, write_atomic};
 use ptune::model::ModelDir;
 use ptune::train::plot::{Series, write_curves};
@@ -59,13 +58,21 @@ impl Job for CompareJob {
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
 fn fmt_stat(v: &[f64], digits: usize) -> String {
     let (m, sd) = mean_sd(v);
-    if v.len() > 1 { format!("{m:.digits$} ± {sd:.digits$}") } else { format!("{m:.digits$}") }
+    if v.len() > 1 {
+        format!("{m:.digits$} ± {sd:.digits$}")
+    } else {
+        format!("{m:.digits$}")
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -73,16 +80,29 @@ pub fn run(args: Args) -> Result<()> {
         return Err(Error::invalid("--methods is empty"));
     }
     let profile = args.run.recipe.clone().unwrap_or(args.profile.clone());
-    let run_args = RunArgs { recipe: Some(profile.clone()), ..args.run.clone() };
+    let run_args = RunArgs {
+        recipe: Some(profile.clone()),
+        ..args.run.clone()
+    };
     let model = ModelDir::open(&run_args.model)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/compare-{}", profile.replace(['/', '.'], "_"))));
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/compare-{}", profile.replace(['/', '.'], "_")))
+    });
     let _ = std::fs::remove_dir_all(&out);
     let mut specs = Vec::new();
     for &method in &args.methods {
         let base = run_args.config(method, &profile)?;
-        let seeds = if args.seeds.is_empty() { vec![base.seed] } else { args.seeds.clone() };
+        let seeds = if args.seeds.is_empty() {
+            vec![base.seed]
+        } else {
+            args.seeds.clone()
+        };
         // zero-shot has no randomness: one run stands for every seed
-        let seeds = if method == Method::Zeroshot { vec![seeds[0]] } else { seeds };
+        let seeds = if method == Method::Zeroshot {
+            vec![seeds[0]]
+        } else {
+            seeds
+        };
         for seed in seeds {
             let mut config = base.clone();
             config.seed = seed;
@@ -100,12 +120,18 @@ pub fn run(args: Args) -> Result<()> {
     let results = run_job(&run_args.backend, CompareJob { specs })?;
 
     let mut table = String::new();
-    let _ = writeln!(table, "| method | runs | valid (best) | test @ best valid | macro-F1 @ best valid | best test (seed's column) | trainable params | train ex/s | wall s |");
+    let _ = writeln!(
+        table,
+        "| method | runs | valid (best) | test @ best valid | macro-F1 @ best valid | best test (seed's column) | trainable params | train ex/s | wall s |"
+    );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut series = Vec::new();
     let mut json = Vec::new();
     for &method in &args.methods {
-        let rs: Vec<&(RunSpec, Summary)> = results.iter().filter(|(s, _)| s.config.method == method).collect();
+        let rs: Vec<&(RunSpec, Summary)> = results
+            .iter()
+            .filter(|(s, _)| s.config.method == method)
+            .collect();
         let col = |f: fn(&Summary) -> f64| rs.iter().map(|(_, s)| f(s)).collect::<Vec<f64>>();
         let _ = writeln!(
             table,
@@ -117,16 +143,27 @@ pub fn run(args: Args) -> Result<()> {
             fmt_stat(&col(|s| s.test_macro_f1_at_best_valid), 4),
             fmt_stat(&col(|s| s.best_test), 4),
             rs[0].1.trainable_params,
-            if method == Method::Zeroshot { "-".into() } else { format!("{:.1}", mean_sd(&col(|s| s.examples_per_s)).0) },
+            if method == Method::Zeroshot {
+                "-".into()
+            } else {
+                format!("{:.1}", mean_sd(&col(|s| s.examples_per_s)).0)
+            },
             col(|s| s.wall_seconds).iter().sum::<f64>(),
         );
         for (spec, s) in &rs {
             json.push(serde_json::json!({ "seed": spec.config.seed, "summary": s, "config": spec.config }));
-            let metrics = std::fs::read_to_string(spec.out_dir.join("metrics.jsonl")).map_err(|e| Error::io(spec.out_dir.join("metrics.jsonl"), e))?;
-            let history: Vec<EpochRecord> = metrics.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            let metrics = std::fs::read_to_string(spec.out_dir.join("metrics.jsonl"))
+                .map_err(|e| Error::io(spec.out_dir.join("metrics.jsonl"), e))?;
+            let history: Vec<EpochRecord> = metrics
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
             series.push(Series {
                 label: format!("{} seed {} (valid)", method.name(), spec.config.seed),
-                points: history.iter().map(|r| (r.epoch as f64, r.valid.accuracy)).collect(),
+                points: history
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.valid.accuracy))
+                    .collect(),
             });
         }
     }
@@ -136,9 +173,24 @@ pub fn run(args: Args) -> Result<()> {
         run_args.data.display()
     );
     print!("\n{header}{table}");
-    write_atomic(&out.join("compare.md"), format!("{header}{table}").as_bytes())?;
-    write_atomic(&out.join("compare.json"), serde_json::to_string_pretty(&json).expect("json").as_bytes())?;
-    write_curves(&out.join("compare.svg"), &format!("valid accuracy per epoch ({profile})"), &series)?;
-    println!("\noutputs in {} (compare.md, compare.json, compare.svg, one directory per run)", out.display());
+    write_atomic(
+        &out.join("compare.md"),
+        format!("{header}{table}").as_bytes(),
+    )?;
+    write_atomic(
+        &out.join("compare.json"),
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    write_curves(
+        &out.join("compare.svg"),
+        &format!("valid accuracy per epoch ({profile})"),
+        &series,
+    )?;
+    println!(
+        "\noutputs in {} (compare.md, compare.json, compare.svg, one directory per run)",
+        out.display()
+    );
     Ok(())
 }

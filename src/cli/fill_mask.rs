@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-
 use ptune::error::Result;
 use ptune::model::ModelDir;
 use ptune::model::fill_mask::fill_mask;

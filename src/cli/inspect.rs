@@ -42,10 +42,22 @@ impl Job for Inspect {
             c.hidden_dropout_prob,
             c.attention_probs_dropout_prob
         );
-        println!("parameters {} (decoder tied: {})", model.num_params(), model.cls.predictions.decoder.is_none());
-        let dtypes: Vec<String> = dir.dtypes()?.iter().map(|(d, n)| format!("{} x{n}", d.name())).collect();
+        println!(
+            "parameters {} (decoder tied: {})",
+            model.num_params(),
+            model.cls.predictions.decoder.is_none()
+        );
+        let dtypes: Vec<String> = dir
+            .dtypes()?
+            .iter()
+            .map(|(d, n)| format!("{} x{n}", d.name()))
+            .collect();
         println!("dtypes     {}", dtypes.join(", "));
-        println!("vocab      {} entries, lowercase {}", tokenizer.vocab_size(), dir.lowercase);
+        println!(
+            "vocab      {} entries, lowercase {}",
+            tokenizer.vocab_size(),
+            dir.lowercase
+        );
         println!("files");
         let mut entries: Vec<_> = std::fs::read_dir(&dir.dir)
             .map_err(|e| ptune::Error::io(&dir.dir, e))?
@@ -54,7 +66,11 @@ impl Job for Inspect {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-            let mark = if e.path() == dir.weight_file { "  (weights used)" } else { "" };
+            let mark = if e.path() == dir.weight_file {
+                "  (weights used)"
+            } else {
+                ""
+            };
             println!("  {:>12}  {}{mark}", len, e.file_name().to_string_lossy());
         }
         Ok(())

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 pub use backend::{BackendArgs, Job, run_job};
 
 #[derive(Parser)]
-#[command(name = "ptune", version, about = "Few-shot text classification with BERT masked LMs by P-tuning")]
+#[command(
+    name = "ptune",
+    version,
+    about = "Few-shot text classification with BERT masked LMs by P-tuning"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,7 +3,6 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-
 use ptune::adapter::{Adapter, fingerprint};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
@@ -43,22 +42,29 @@ pub struct Args {
 fn read_texts(args: &Args) -> Result<Vec<String>> {
     let Some(input) = &args.input else {
         if args.texts.is_empty() {
-            return Err(Error::invalid("no texts: give them as arguments or with --input FILE (- for stdin)"));
+            return Err(Error::invalid(
+                "no texts: give them as arguments or with --input FILE (- for stdin)",
+            ));
         }
         return Ok(args.texts.clone());
     };
     if !args.texts.is_empty() {
-        return Err(Error::invalid("give texts either as arguments or with --input, not both"));
+        return Err(Error::invalid(
+            "give texts either as arguments or with --input, not both",
+        ));
     }
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(input).map_err(|e| Error::io(input, e))?))
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(input).map_err(|e| Error::io(input, e))?,
+        ))
     };
     let mut texts = Vec::new();
     for (i, line) in reader.split(b'\n').enumerate() {
         let line = line.map_err(|e| Error::io(input, e))?;
-        let line = String::from_utf8(line).map_err(|_| Error::line(input, i + 1, "not valid UTF-8"))?;
+        let line =
+            String::from_utf8(line).map_err(|_| Error::line(input, i + 1, "not valid UTF-8"))?;
         let line = line.strip_suffix('\r').unwrap_or(&line);
         let text = line.split('\t').next().unwrap_or("");
         if text.trim().is_empty() {
@@ -95,12 +101,23 @@ impl Job for Predict {
             match a.format {
                 Format::Tsv => {
                     let probs: Vec<String> = p.probs.iter().map(|x| format!("{x:.6}")).collect();
-                    writeln!(out, "{}\t{}\t{}", p.label, probs.join("\t"), text.replace(['\t', '\n'], " ")).map_err(w)?
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}",
+                        p.label,
+                        probs.join("\t"),
+                        text.replace(['\t', '\n'], " ")
+                    )
+                    .map_err(w)?
                 }
                 Format::Jsonl => {
-                    let probs: serde_json::Map<String, serde_json::Value> =
-                        classes.iter().cloned().zip(p.probs.iter().map(|x| serde_json::json!(x))).collect();
-                    let line = serde_json::json!({ "text": text, "label": p.label, "probs": probs });
+                    let probs: serde_json::Map<String, serde_json::Value> = classes
+                        .iter()
+                        .cloned()
+                        .zip(p.probs.iter().map(|x| serde_json::json!(x)))
+                        .collect();
+                    let line =
+                        serde_json::json!({ "text": text, "label": p.label, "probs": probs });
                     writeln!(out, "{line}").map_err(w)?
                 }
             }

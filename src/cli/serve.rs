@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 use ptune::adapter::{Adapter, fingerprint};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
@@ -76,7 +75,10 @@ impl Job for Serve {
         };
         let n = tasks.len();
         serve(tasks, tokenizer, config, device, |addr| {
-            println!("listening on http://{addr} ({n} tasks on {})", model_dir.dir.display());
+            println!(
+                "listening on http://{addr} ({n} tasks on {})",
+                model_dir.dir.display()
+            );
             let _ = std::io::stdout().flush();
         })?;
         eprintln!("shut down");
@@ -92,8 +94,13 @@ pub fn run(args: Args) -> Result<()> {
             .split_once('=')
             .filter(|(n, f)| !n.is_empty() && !f.is_empty())
             .ok_or_else(|| Error::invalid(format!("--adapter \"{spec}\": expected NAME=FILE")))?;
-        if adapters.iter().any(|(n, _, _): &(String, PathBuf, Adapter)| n == name) {
-            return Err(Error::invalid(format!("--adapter: task name \"{name}\" given twice")));
+        if adapters
+            .iter()
+            .any(|(n, _, _): &(String, PathBuf, Adapter)| n == name)
+        {
+            return Err(Error::invalid(format!(
+                "--adapter: task name \"{name}\" given twice"
+            )));
         }
         let path = PathBuf::from(file);
         let adapter = Adapter::read(&path)?;

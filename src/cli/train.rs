@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-
 use ptune::data::{FewShot, MlmAugment};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
@@ -74,7 +73,8 @@ pub struct RunArgs {
 impl RunArgs {
     /// The recipe's configuration for `method`, with this command line's overrides.
     pub fn config(&self, method: Method, default_recipe: &str) -> Result<TrainConfig> {
-        let mut c = Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
+        let mut c =
+            Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
         if let Some(v) = &self.template {
             c.template = v.clone();
         }
@@ -160,9 +160,19 @@ pub fn prepare_out_dir(out: &std::path::Path, resume: bool, force: bool) -> Resu
         )));
     }
     if force {
-        for p in ["checkpoint", "best", "metrics.jsonl", "summary.json", "curve.svg"] {
+        for p in [
+            "checkpoint",
+            "best",
+            "metrics.jsonl",
+            "summary.json",
+            "curve.svg",
+        ] {
             let path = out.join(p);
-            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
         }
     }
     Ok(())
@@ -174,7 +184,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.tune_lm && args.method != Method::Ptune {
         return Err(Error::invalid("--tune-lm applies to --method ptune only"));
     }
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed)));
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed))
+    });
     prepare_out_dir(&out, args.resume, args.force)?;
     let spec = RunSpec {
         config,

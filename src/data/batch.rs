@@ -44,8 +44,15 @@ impl Batch {
             batch.ids[row..row + e.ids.len()].copy_from_slice(&e.ids);
             batch.token_types[row..row + e.ids.len()].copy_from_slice(&e.token_types);
             batch.attention[row..row + e.ids.len()].fill(1);
-            batch.mask_positions.extend(e.mask_positions.iter().map(|p| row + p));
-            batch.pseudo_positions.extend(e.pseudo_positions.iter().enumerate().map(|(k, p)| (row + p, k)));
+            batch
+                .mask_positions
+                .extend(e.mask_positions.iter().map(|p| row + p));
+            batch.pseudo_positions.extend(
+                e.pseudo_positions
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| (row + p, k)),
+            );
             batch.labels.push(*label);
         }
         batch
@@ -62,9 +69,9 @@ impl Batch {
         let slots: std::collections::HashSet<usize> = self.mask_positions.iter().copied().collect();
         self.targets.retain(|(p, _)| !slots.contains(p));
         for (i, &label) in self.labels.iter().enumerate() {
-            for k in 0..n_mask {
-                self.targets.push((self.mask_positions[i * n_mask + k], word_ids[label][k]));
-            }
+            let slots = &self.mask_positions[i * n_mask..(i + 1) * n_mask];
+            self.targets
+                .extend(slots.iter().copied().zip(word_ids[label].iter().copied()));
         }
         self.targets.sort_unstable();
     }
@@ -77,7 +84,12 @@ impl Batch {
             return vec![self.clone()];
         }
         let (l, n_mask) = (self.seq_len, self.n_mask());
-        let row_len = |r: usize| self.attention[r * l..(r + 1) * l].iter().filter(|&&a| a != 0).count();
+        let row_len = |r: usize| {
+            self.attention[r * l..(r + 1) * l]
+                .iter()
+                .filter(|&&a| a != 0)
+                .count()
+        };
         let per = self.batch_size.div_ceil(parts);
         (0..self.batch_size)
             .step_by(per)
@@ -86,17 +98,34 @@ impl Batch {
                 let nl = (start..end).map(row_len).max().unwrap_or(0);
                 let remap = |p: usize| (p / l - start) * nl + p % l;
                 let in_rows = |p: &usize| *p >= start * l && *p < end * l;
-                let rows = |v: &[u32]| (start..end).flat_map(|r| v[r * l..r * l + nl].iter().copied()).collect::<Vec<_>>();
+                let rows = |v: &[u32]| {
+                    (start..end)
+                        .flat_map(|r| v[r * l..r * l + nl].iter().copied())
+                        .collect::<Vec<_>>()
+                };
                 Batch {
                     batch_size: end - start,
                     seq_len: nl,
                     ids: rows(&self.ids),
                     token_types: rows(&self.token_types),
                     attention: rows(&self.attention),
-                    mask_positions: self.mask_positions[start * n_mask..end * n_mask].iter().map(|&p| remap(p)).collect(),
-                    pseudo_positions: self.pseudo_positions.iter().filter(|(p, _)| in_rows(p)).map(|&(p, k)| (remap(p), k)).collect(),
+                    mask_positions: self.mask_positions[start * n_mask..end * n_mask]
+                        .iter()
+                        .map(|&p| remap(p))
+                        .collect(),
+                    pseudo_positions: self
+                        .pseudo_positions
+                        .iter()
+                        .filter(|(p, _)| in_rows(p))
+                        .map(|&(p, k)| (remap(p), k))
+                        .collect(),
                     labels: self.labels[start..end].to_vec(),
-                    targets: self.targets.iter().filter(|(p, _)| in_rows(p)).map(|&(p, t)| (remap(p), t)).collect(),
+                    targets: self
+                        .targets
+                        .iter()
+                        .filter(|(p, _)| in_rows(p))
+                        .map(|&(p, t)| (remap(p), t))
+                        .collect(),
                 }
             })
             .collect()
@@ -119,7 +148,11 @@ pub struct MlmAugment {
 
 impl Default for MlmAugment {
     fn default() -> Self {
-        MlmAugment { mask: 0.12, keep: 0.015, random: 0.015 }
+        MlmAugment {
+            mask: 0.12,
+            keep: 0.015,
+            random: 0.015,
+        }
     }
 }
 
@@ -201,7 +234,13 @@ mod tests {
         let mlm_targets = batch.targets.len() - 50;
         let rate = mlm_targets as f64 / n;
         assert!((0.13..0.17).contains(&rate), "target rate {rate}");
-        let masked = batch.ids.iter().zip(&before).filter(|(a, b)| **a == 103 && **b != 103).count() as f64 / n;
+        let masked = batch
+            .ids
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| **a == 103 && **b != 103)
+            .count() as f64
+            / n;
         assert!((0.10..0.14).contains(&masked), "mask rate {masked}");
         for (i, &p) in batch.mask_positions.iter().enumerate() {
             assert_eq!(batch.ids[p], 103);

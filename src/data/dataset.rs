@@ -22,7 +22,11 @@ pub fn read_tsv(path: &Path, classes: &[String], pair: bool) -> Result<Vec<Examp
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
         let line = std::str::from_utf8(raw).map_err(|e| {
-            Error::line(path, line_no, format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1))
+            Error::line(
+                path,
+                line_no,
+                format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
+            )
         })?;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
@@ -31,17 +35,31 @@ pub fn read_tsv(path: &Path, classes: &[String], pair: bool) -> Result<Vec<Examp
         let fields: Vec<&str> = line.split('\t').collect();
         let want = if pair { 3 } else { 2 };
         if fields.len() != want {
-            let what = if pair { "text_a<TAB>text_b<TAB>label" } else { "text<TAB>label" };
+            let what = if pair {
+                "text_a<TAB>text_b<TAB>label"
+            } else {
+                "text<TAB>label"
+            };
             let msg = if fields.len() == 1 {
                 format!("no tab: expected {what}")
             } else {
-                format!("{} tab-separated fields, expected {want} ({what})", fields.len())
+                format!(
+                    "{} tab-separated fields, expected {want} ({what})",
+                    fields.len()
+                )
             };
             return Err(Error::line(path, line_no, msg));
         }
         let label_str = fields[want - 1].trim();
         let label = classes.iter().position(|c| c == label_str).ok_or_else(|| {
-            Error::line(path, line_no, format!("unknown label \"{label_str}\" (classes: {})", classes.join(", ")))
+            Error::line(
+                path,
+                line_no,
+                format!(
+                    "unknown label \"{label_str}\" (classes: {})",
+                    classes.join(", ")
+                ),
+            )
         })?;
         if fields[0].trim().is_empty() || (pair && fields[1].trim().is_empty()) {
             return Err(Error::line(path, line_no, "empty text"));
@@ -74,13 +92,21 @@ mod tests {
     fn reads_rows_and_skips_blank_lines() {
         let ex = read("好\t1\r\n\n差\t0\n".as_bytes()).unwrap();
         assert_eq!(ex.len(), 2);
-        assert_eq!((ex[1].text_a.as_str(), ex[1].label, ex[1].line), ("差", 0, 3));
+        assert_eq!(
+            (ex[1].text_a.as_str(), ex[1].label, ex[1].line),
+            ("差", 0, 3)
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
-        let e = read("好\t1\n没有制表符\n".as_bytes()).unwrap_err().to_string();
-        assert!(e.ends_with("x.tsv:2: no tab: expected text<TAB>label"), "{e}");
+        let e = read("好\t1\n没有制表符\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("x.tsv:2: no tab: expected text<TAB>label"),
+            "{e}"
+        );
         let e = read("好\t2\n".as_bytes()).unwrap_err().to_string();
         assert!(e.contains(":1: unknown label \"2\""), "{e}");
         let e = read(" \t1\n".as_bytes()).unwrap_err().to_string();

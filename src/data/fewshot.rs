@@ -42,7 +42,10 @@ impl FewShot {
                     })
                     .collect();
                 if let Some(c) = taken.iter().position(|&t| t < k) {
-                    return Err(Error::invalid(format!("--shots {k}: class {c} has only {} training rows", taken[c])));
+                    return Err(Error::invalid(format!(
+                        "--shots {k}: class {c} has only {} training rows",
+                        taken[c]
+                    )));
                 }
                 keep.sort_unstable();
                 keep.into_iter().map(|i| train[i].clone()).collect()
@@ -68,7 +71,14 @@ mod tests {
     use super::*;
 
     fn rows(n: usize) -> Vec<Example> {
-        (0..n).map(|i| Example { text_a: format!("t{i}"), text_b: None, label: i % 2, line: i + 1 }).collect()
+        (0..n)
+            .map(|i| Example {
+                text_a: format!("t{i}"),
+                text_b: None,
+                label: i % 2,
+                line: i + 1,
+            })
+            .collect()
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{relu, tanh};
 use burn::tensor::TensorPrimitive;
+use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
@@ -32,7 +32,8 @@ impl<B: Backend> AttentionMask<B> {
         // Padded keys get probability exactly 0, as with transformers' finfo.min; -inf rather
         // than a large finite number keeps exp() off its slow underflow path. Every row has at
         // least one real key ([CLS]), so no row is all -inf.
-        let bias = Tensor::<B, 4>::zeros([b, 1, 1, l], &pad.device()).mask_fill(pad, f32::NEG_INFINITY);
+        let bias =
+            Tensor::<B, 4>::zeros([b, 1, 1, l], &pad.device()).mask_fill(pad, f32::NEG_INFINITY);
         AttentionMask { bias }
     }
 }
@@ -68,12 +69,27 @@ pub struct BertEmbeddings<B: Backend> {
 impl<B: Kernels> BertEmbeddings<B> {
     /// `inputs_embeds` + position + token-type embeddings, LayerNorm, dropout
     /// (transformers' `BertEmbeddings.forward` with `inputs_embeds`).
-    pub fn forward(&self, inputs_embeds: Tensor<B, 3>, token_type_ids: Option<Tensor<B, 2, Int>>, seed: Option<u64>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        token_type_ids: Option<Tensor<B, 2, Int>>,
+        seed: Option<u64>,
+    ) -> Tensor<B, 3> {
         let [_, l, h] = inputs_embeds.dims();
-        let pos = self.position_embeddings.weight.val().slice([0..l]).reshape([1, l, h]);
+        let pos = self
+            .position_embeddings
+            .weight
+            .val()
+            .slice(0..l)
+            .reshape([1, l, h]);
         let types = match token_type_ids {
             Some(ids) => self.token_type_embeddings.forward(ids),
-            None => self.token_type_embeddings.weight.val().slice([0..1]).reshape([1, 1, h]),
+            None => self
+                .token_type_embeddings
+                .weight
+                .val()
+                .slice(0..1)
+                .reshape([1, 1, h]),
         };
         let x = inputs_embeds + pos + types;
         self.dropout.forward(self.layer_norm.forward(x), seed)
@@ -90,7 +106,12 @@ pub struct BertSelfAttention<B: Backend> {
 }
 
 impl<B: Kernels> BertSelfAttention<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, mask: &AttentionMask<B>, seed: Option<u64>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &AttentionMask<B>,
+        seed: Option<u64>,
+    ) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
         let nh = self.num_heads;
         let split = |t: Tensor<B, 3>| t.reshape([b, l, nh, h / nh]).swap_dims(1, 2);
@@ -102,12 +123,15 @@ impl<B: Kernels> BertSelfAttention<B> {
         // attention, which first makes q, k and v contiguous.
         let scale = 1.0 / ((h / nh) as f64).sqrt();
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        let probs: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(B::softmax_with_bias(
-            scores.into_primitive().tensor(),
-            mask.bias.clone().into_primitive().tensor(),
-        )));
+        let probs: Tensor<B, 4> =
+            Tensor::from_primitive(TensorPrimitive::Float(B::softmax_with_bias(
+                scores.into_primitive().tensor(),
+                mask.bias.clone().into_primitive().tensor(),
+            )));
         let context = self.dropout.forward(probs, seed).matmul(v);
-        Tensor::from_primitive(TensorPrimitive::Float(B::merge_heads(context.into_primitive().tensor())))
+        Tensor::from_primitive(TensorPrimitive::Float(B::merge_heads(
+            context.into_primitive().tensor(),
+        )))
     }
 }
 
@@ -120,8 +144,14 @@ pub struct BertResidualOutput<B: Backend> {
 }
 
 impl<B: Kernels> BertResidualOutput<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>, seed: Option<u64>) -> Tensor<B, 3> {
-        self.layer_norm.forward(self.dropout.forward(self.dense.forward(x), seed) + residual)
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        residual: Tensor<B, 3>,
+        seed: Option<u64>,
+    ) -> Tensor<B, 3> {
+        self.layer_norm
+            .forward(self.dropout.forward(self.dense.forward(x), seed) + residual)
     }
 }
 
@@ -159,7 +189,9 @@ impl From<Activation> for ActivationKind {
 impl ActivationKind {
     pub fn apply<B: Kernels, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            ActivationKind::Gelu => Tensor::from_primitive(TensorPrimitive::Float(B::gelu_exact(x.into_primitive().tensor()))),
+            ActivationKind::Gelu => Tensor::from_primitive(TensorPrimitive::Float(B::gelu_exact(
+                x.into_primitive().tensor(),
+            ))),
             ActivationKind::Relu => relu(x),
             ActivationKind::GeluTanh => {
                 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -179,10 +211,18 @@ pub struct BertLayer<B: Backend> {
 }
 
 impl<B: Kernels> BertLayer<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, mask: &AttentionMask<B>, seed: Option<u64>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &AttentionMask<B>,
+        seed: Option<u64>,
+    ) -> Tensor<B, 3> {
         let a = self.attention.self_attention.forward(x.clone(), mask, seed);
         let a = self.attention.output.forward(a, x, seed);
-        let i = self.intermediate.act.apply(self.intermediate.dense.forward(a.clone()));
+        let i = self
+            .intermediate
+            .act
+            .apply(self.intermediate.dense.forward(a.clone()));
         self.output.forward(i, a, seed)
     }
 }
@@ -242,7 +282,10 @@ impl<B: Kernels> BertForMaskedLM<B> {
         mask: &AttentionMask<B>,
         dropout_seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        let mut x = self.bert.embeddings.forward(inputs_embeds, token_type_ids, dropout_seed);
+        let mut x = self
+            .bert
+            .embeddings
+            .forward(inputs_embeds, token_type_ids, dropout_seed);
         for layer in &self.bert.encoder.layer {
             x = layer.forward(x, mask, dropout_seed);
         }
@@ -272,15 +315,29 @@ impl<B: Kernels> BertForMaskedLM<B> {
 
     /// MLM logits restricted to some token ids (`[n, hidden]` → `[n, ids.len()]`): the same
     /// numbers as the full logits' columns, without computing the other 21k columns.
-    pub fn mlm_logits_for(&self, hidden: Tensor<B, 2>, token_ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    pub fn mlm_logits_for(
+        &self,
+        hidden: Tensor<B, 2>,
+        token_ids: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2> {
         let h = self.head_transform(hidden);
         let w = self.decoder_weight().select(0, token_ids.clone());
-        let bias = self.cls.predictions.bias.val().select(0, token_ids).unsqueeze_dim(0);
+        let bias = self
+            .cls
+            .predictions
+            .bias
+            .val()
+            .select(0, token_ids)
+            .unsqueeze_dim(0);
         h.matmul(w.transpose()) + bias
     }
 
     /// Full forward like `BertForMaskedLM(input_ids, attention_mask)`: logits `[batch, len, vocab]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let [b, l] = input_ids.dims();
         let mask = AttentionMask::new(attention_mask);
         let hidden = self.encode(self.embed_tokens(input_ids), None, &mask, None);
@@ -289,7 +346,6 @@ impl<B: Kernels> BertForMaskedLM<B> {
         let v = logits.dims()[1];
         logits.reshape([b, l, v])
     }
-
 }
 
 impl<B: Backend> BertForMaskedLM<B> {
@@ -337,21 +393,39 @@ impl<B: Backend> BertForMaskedLM<B> {
                             query: w.linear(&format!("{p}.attention.self.query"), h, h, device),
                             key: w.linear(&format!("{p}.attention.self.key"), h, h, device),
                             value: w.linear(&format!("{p}.attention.self.value"), h, h, device),
-                            dropout: SeededDropout::new(config.attention_probs_dropout_prob, 1 + 3 * i as u64),
+                            dropout: SeededDropout::new(
+                                config.attention_probs_dropout_prob,
+                                1 + 3 * i as u64,
+                            ),
                             num_heads: config.num_attention_heads,
                         },
                         output: BertResidualOutput {
                             dense: w.linear(&format!("{p}.attention.output.dense"), h, h, device),
-                            layer_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps, device),
+                            layer_norm: w.layer_norm(
+                                &format!("{p}.attention.output.LayerNorm"),
+                                h,
+                                eps,
+                                device,
+                            ),
                             dropout: hidden_dropout(2 + 3 * i as u64),
                         },
                     },
                     intermediate: BertIntermediate {
-                        dense: w.linear(&format!("{p}.intermediate.dense"), h, config.intermediate_size, device),
+                        dense: w.linear(
+                            &format!("{p}.intermediate.dense"),
+                            h,
+                            config.intermediate_size,
+                            device,
+                        ),
                         act,
                     },
                     output: BertResidualOutput {
-                        dense: w.linear(&format!("{p}.output.dense"), config.intermediate_size, h, device),
+                        dense: w.linear(
+                            &format!("{p}.output.dense"),
+                            config.intermediate_size,
+                            h,
+                            device,
+                        ),
                         layer_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps, device),
                         dropout: hidden_dropout(3 + 3 * i as u64),
                     },
@@ -369,16 +443,28 @@ impl<B: Backend> BertForMaskedLM<B> {
         let decoder = w
             .take_optional("cls.predictions.decoder.weight", &[v, h])
             .filter(|d| *d != word)
-            .map(|d| super::weights::new_param("cls.predictions.decoder.weight", d, [v, h], device));
+            .map(|d| {
+                super::weights::new_param("cls.predictions.decoder.weight", d, [v, h], device)
+            });
         let decoder_bias = w.take_optional("cls.predictions.decoder.bias", &[v]);
-        let bias = if w.contains("cls.predictions.bias") || decoder_bias.is_none() {
-            w.param("cls.predictions.bias", [v], device)
-        } else {
-            super::weights::new_param("cls.predictions.bias", decoder_bias.unwrap(), [v], device)
+        let bias = match decoder_bias {
+            Some(d) if !w.contains("cls.predictions.bias") => {
+                super::weights::new_param("cls.predictions.bias", d, [v], device)
+            }
+            _ => w.param("cls.predictions.bias", [v], device),
         };
         BertForMaskedLM {
-            bert: BertModel { embeddings, encoder: BertEncoder { layer } },
-            cls: BertOnlyMLMHead { predictions: BertLMPredictionHead { transform, decoder, bias } },
+            bert: BertModel {
+                embeddings,
+                encoder: BertEncoder { layer },
+            },
+            cls: BertOnlyMLMHead {
+                predictions: BertLMPredictionHead {
+                    transform,
+                    decoder,
+                    bias,
+                },
+            },
         }
     }
 
@@ -393,19 +479,30 @@ impl<B: Backend> BertForMaskedLM<B> {
             let b = to_host(l.bias.as_ref().expect("BERT linears have a bias").val());
             [w, b]
         }
-        let lin = |p: String, l: &Linear<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
-            let [w, b] = linear(l);
-            put(format!("{p}.weight"), w);
-            put(format!("{p}.bias"), b);
-        };
-        let ln = |p: String, l: &LayerNorm<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
-            put(format!("{p}.weight"), to_host(l.weight.val()));
-            put(format!("{p}.bias"), to_host(l.bias.val()));
-        };
+        let lin =
+            |p: String, l: &Linear<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
+                let [w, b] = linear(l);
+                put(format!("{p}.weight"), w);
+                put(format!("{p}.bias"), b);
+            };
+        let ln =
+            |p: String, l: &LayerNorm<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
+                put(format!("{p}.weight"), to_host(l.weight.val()));
+                put(format!("{p}.bias"), to_host(l.bias.val()));
+            };
         let e = &self.bert.embeddings;
-        put("bert.embeddings.word_embeddings.weight".into(), to_host(e.word_embeddings.weight.val()));
-        put("bert.embeddings.position_embeddings.weight".into(), to_host(e.position_embeddings.weight.val()));
-        put("bert.embeddings.token_type_embeddings.weight".into(), to_host(e.token_type_embeddings.weight.val()));
+        put(
+            "bert.embeddings.word_embeddings.weight".into(),
+            to_host(e.word_embeddings.weight.val()),
+        );
+        put(
+            "bert.embeddings.position_embeddings.weight".into(),
+            to_host(e.position_embeddings.weight.val()),
+        );
+        put(
+            "bert.embeddings.token_type_embeddings.weight".into(),
+            to_host(e.token_type_embeddings.weight.val()),
+        );
         ln("bert.embeddings.LayerNorm".into(), &e.layer_norm, &mut put);
         for (i, layer) in self.bert.encoder.layer.iter().enumerate() {
             let p = format!("bert.encoder.layer.{i}");
@@ -413,15 +510,39 @@ impl<B: Backend> BertForMaskedLM<B> {
             lin(format!("{p}.attention.self.query"), &sa.query, &mut put);
             lin(format!("{p}.attention.self.key"), &sa.key, &mut put);
             lin(format!("{p}.attention.self.value"), &sa.value, &mut put);
-            lin(format!("{p}.attention.output.dense"), &layer.attention.output.dense, &mut put);
-            ln(format!("{p}.attention.output.LayerNorm"), &layer.attention.output.layer_norm, &mut put);
-            lin(format!("{p}.intermediate.dense"), &layer.intermediate.dense, &mut put);
+            lin(
+                format!("{p}.attention.output.dense"),
+                &layer.attention.output.dense,
+                &mut put,
+            );
+            ln(
+                format!("{p}.attention.output.LayerNorm"),
+                &layer.attention.output.layer_norm,
+                &mut put,
+            );
+            lin(
+                format!("{p}.intermediate.dense"),
+                &layer.intermediate.dense,
+                &mut put,
+            );
             lin(format!("{p}.output.dense"), &layer.output.dense, &mut put);
-            ln(format!("{p}.output.LayerNorm"), &layer.output.layer_norm, &mut put);
+            ln(
+                format!("{p}.output.LayerNorm"),
+                &layer.output.layer_norm,
+                &mut put,
+            );
         }
         let pr = &self.cls.predictions;
-        lin("cls.predictions.transform.dense".into(), &pr.transform.dense, &mut put);
-        ln("cls.predictions.transform.LayerNorm".into(), &pr.transform.layer_norm, &mut put);
+        lin(
+            "cls.predictions.transform.dense".into(),
+            &pr.transform.dense,
+            &mut put,
+        );
+        ln(
+            "cls.predictions.transform.LayerNorm".into(),
+            &pr.transform.layer_norm,
+            &mut put,
+        );
         if let Some(d) = &pr.decoder {
             put("cls.predictions.decoder.weight".into(), to_host(d.val()));
         }

@@ -93,12 +93,14 @@ impl BertConfig {
                 ));
             }
         }
-        if let Some(p) = &raw.position_embedding_type {
-            if p != "absolute" {
-                return Err(format!(
-                    "position_embedding_type \"{p}\" is not supported (only \"absolute\")"
-                ));
-            }
+        if let Some(p) = raw
+            .position_embedding_type
+            .as_ref()
+            .filter(|p| *p != "absolute")
+        {
+            return Err(format!(
+                "position_embedding_type \"{p}\" is not supported (only \"absolute\")"
+            ));
         }
         let need = |v: Option<usize>, name: &str| -> std::result::Result<usize, String> {
             match v {
@@ -111,7 +113,11 @@ impl BertConfig {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
             "relu" => Activation::Relu,
-            other => return Err(format!("field \"hidden_act\": unsupported activation \"{other}\"")),
+            other => {
+                return Err(format!(
+                    "field \"hidden_act\": unsupported activation \"{other}\""
+                ));
+            }
         };
         let config = BertConfig {
             vocab_size: need(raw.vocab_size, "vocab_size")?,
@@ -126,7 +132,10 @@ impl BertConfig {
             hidden_dropout_prob: raw.hidden_dropout_prob,
             attention_probs_dropout_prob: raw.attention_probs_dropout_prob,
         };
-        if config.hidden_size % config.num_attention_heads != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+        {
             return Err(format!(
                 "field \"hidden_size\" ({}) is not a multiple of \"num_attention_heads\" ({})",
                 config.hidden_size, config.num_attention_heads
@@ -134,14 +143,20 @@ impl BertConfig {
         }
         for (name, p) in [
             ("hidden_dropout_prob", config.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", config.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                config.attention_probs_dropout_prob,
+            ),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("field \"{name}\" must be in [0, 1), got {p}"));
             }
         }
         if config.max_position_embeddings == 0 || config.type_vocab_size == 0 {
-            return Err("fields \"max_position_embeddings\" and \"type_vocab_size\" must be positive".into());
+            return Err(
+                "fields \"max_position_embeddings\" and \"type_vocab_size\" must be positive"
+                    .into(),
+            );
         }
         Ok(config)
     }
@@ -184,11 +199,27 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         let bad_heads = MINI.replace("\"num_attention_heads\": 2", "\"num_attention_heads\": 3");
-        assert!(BertConfig::from_json(bad_heads.as_bytes()).unwrap_err().contains("multiple"));
+        assert!(
+            BertConfig::from_json(bad_heads.as_bytes())
+                .unwrap_err()
+                .contains("multiple")
+        );
         let bad_act = MINI.replace("}", ", \"hidden_act\": \"swish\"}");
-        assert!(BertConfig::from_json(bad_act.as_bytes()).unwrap_err().contains("swish"));
-        assert!(BertConfig::from_json(b"{not json").unwrap_err().contains("malformed JSON"));
+        assert!(
+            BertConfig::from_json(bad_act.as_bytes())
+                .unwrap_err()
+                .contains("swish")
+        );
+        assert!(
+            BertConfig::from_json(b"{not json")
+                .unwrap_err()
+                .contains("malformed JSON")
+        );
         let gpt = MINI.replace("}", ", \"model_type\": \"gpt2\"}");
-        assert!(BertConfig::from_json(gpt.as_bytes()).unwrap_err().contains("gpt2"));
+        assert!(
+            BertConfig::from_json(gpt.as_bytes())
+                .unwrap_err()
+                .contains("gpt2")
+        );
     }
 }

@@ -29,7 +29,11 @@ pub fn dropout_mask(seed: u64, prob: f64, start: usize, out: &mut [f32]) {
     for (b, block) in out.chunks_mut(MASK_BLOCK).enumerate() {
         let mut rng = SmallRng::seed_from_u64(mix(seed, ((start / MASK_BLOCK) + b) as u64));
         for v in block {
-            *v = if rng.next_u32() < threshold { scale } else { 0.0 };
+            *v = if rng.next_u32() < threshold {
+                scale
+            } else {
+                0.0
+            };
         }
     }
 }
@@ -57,7 +61,11 @@ impl SeededDropout {
 
     /// Applies dropout when `seed` is given (training) and the probability is positive;
     /// otherwise returns `x` unchanged.
-    pub fn forward<B: Kernels, const D: usize>(&self, x: Tensor<B, D>, seed: Option<u64>) -> Tensor<B, D> {
+    pub fn forward<B: Kernels, const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        seed: Option<u64>,
+    ) -> Tensor<B, D> {
         let Some(seed) = seed else { return x };
         if self.prob <= 0.0 {
             return x;
@@ -76,10 +84,26 @@ mod tests {
     fn same_seed_same_mask_and_the_expected_rate() {
         let d = SeededDropout::new(0.1, 7);
         let x = Tensor::<Cpu, 2>::ones([100, 1000], &Default::default());
-        let a = d.forward(x.clone(), Some(1)).into_data().to_vec::<f32>().unwrap();
-        let b = d.forward(x.clone(), Some(1)).into_data().to_vec::<f32>().unwrap();
-        let c = d.forward(x.clone(), Some(2)).into_data().to_vec::<f32>().unwrap();
-        let other_site = SeededDropout::new(0.1, 8).forward(x.clone(), Some(1)).into_data().to_vec::<f32>().unwrap();
+        let a = d
+            .forward(x.clone(), Some(1))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let b = d
+            .forward(x.clone(), Some(1))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let c = d
+            .forward(x.clone(), Some(2))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let other_site = SeededDropout::new(0.1, 8)
+            .forward(x.clone(), Some(1))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, other_site);
@@ -87,7 +111,13 @@ mod tests {
         assert!((0.09..0.11).contains(&dropped), "drop rate {dropped}");
         let kept = a.iter().find(|v| **v != 0.0).unwrap();
         assert!((kept - 1.0 / 0.9).abs() < 1e-6);
-        assert_eq!(d.forward(x.clone(), None).into_data().to_vec::<f32>().unwrap(), vec![1.0; 100_000]);
+        assert_eq!(
+            d.forward(x.clone(), None)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            vec![1.0; 100_000]
+        );
     }
 
     #[test]

@@ -23,19 +23,33 @@ pub fn fill_mask<B: super::kernels::Kernels>(
     device: &B::Device,
 ) -> Result<Vec<MaskPrediction>> {
     let ids = tokenizer.encode_with_specials(text, model.max_positions());
-    let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, i)| **i == tokenizer.mask_id).map(|(p, _)| p).collect();
+    let positions: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| **i == tokenizer.mask_id)
+        .map(|(p, _)| p)
+        .collect();
     if positions.is_empty() {
-        return Err(Error::invalid(format!("the text has no [MASK] token: \"{text}\"")));
+        return Err(Error::invalid(format!(
+            "the text has no [MASK] token: \"{text}\""
+        )));
     }
     let n = ids.len();
-    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, n]), device);
+    let input = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, n]),
+        device,
+    );
     let mask = Tensor::<B, 2, Int>::ones([1, n], device);
     let logits = model.forward(input, mask);
     let vocab = logits.dims()[2];
     let mut out = Vec::new();
     for &p in &positions {
         let row = logits.clone().slice([0..1, p..p + 1]).reshape([1, vocab]);
-        let probs = softmax(row, 1).into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+        let probs = softmax(row, 1)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 data");
         let mut order: Vec<usize> = (0..vocab).collect();
         let k = top_k.min(vocab);
         order.select_nth_unstable_by(k.saturating_sub(1), |a, b| probs[*b].total_cmp(&probs[*a]));
@@ -43,9 +57,20 @@ pub fn fill_mask<B: super::kernels::Kernels>(
         order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
         let candidates = order
             .into_iter()
-            .map(|i| (tokenizer.id_to_token(i as u32).unwrap_or_else(|| format!("<{i}>")), i as u32, probs[i]))
+            .map(|i| {
+                (
+                    tokenizer
+                        .id_to_token(i as u32)
+                        .unwrap_or_else(|| format!("<{i}>")),
+                    i as u32,
+                    probs[i],
+                )
+            })
             .collect();
-        out.push(MaskPrediction { position: p, candidates });
+        out.push(MaskPrediction {
+            position: p,
+            candidates,
+        });
     }
     Ok(out)
 }

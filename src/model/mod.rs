@@ -42,15 +42,28 @@ impl ModelDir {
         }
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(Error::file(&config_path, "missing (a Hugging Face model directory needs config.json)"));
+            return Err(Error::file(
+                &config_path,
+                "missing (a Hugging Face model directory needs config.json)",
+            ));
         }
         let config = BertConfig::from_file(&config_path)?;
         let (weight_file, weight_format) = tensors::find_weight_file(dir)?;
         let vocab_file = dir.join("vocab.txt");
         if !vocab_file.is_file() {
-            return Err(Error::file(&vocab_file, "missing (BERT checkpoints ship a WordPiece vocab.txt)"));
+            return Err(Error::file(
+                &vocab_file,
+                "missing (BERT checkpoints ship a WordPiece vocab.txt)",
+            ));
         }
-        Ok(ModelDir { dir: dir.to_path_buf(), config, weight_file, weight_format, vocab_file, lowercase: read_lowercase(dir)? })
+        Ok(ModelDir {
+            dir: dir.to_path_buf(),
+            config,
+            weight_file,
+            weight_format,
+            vocab_file,
+            lowercase: read_lowercase(dir)?,
+        })
     }
 
     pub fn tokenizer(&self) -> Result<BertTokenizer> {
@@ -74,19 +87,24 @@ impl ModelDir {
     }
 
     /// Reads the weights with a modified config (e.g. dropout off); shapes must agree.
-    pub fn load_with_config<B: Backend>(&self, config: &BertConfig, device: &B::Device) -> Result<BertForMaskedLM<B>> {
+    pub fn load_with_config<B: Backend>(
+        &self,
+        config: &BertConfig,
+        device: &B::Device,
+    ) -> Result<BertForMaskedLM<B>> {
         let map = tensors::read_weight_file(&self.weight_file, &self.weight_format)?;
-        if let Some(w) = map.get("bert.embeddings.word_embeddings.weight").or(map.get("embeddings.word_embeddings.weight")) {
-            if w.shape.first() != Some(&config.vocab_size) {
-                return Err(Error::file(
-                    &self.weight_file,
-                    format!(
-                        "word embeddings have {} rows but config.json says vocab_size {}",
-                        w.shape.first().copied().unwrap_or(0),
-                        config.vocab_size
-                    ),
-                ));
-            }
+        let word_embeddings = map
+            .get("bert.embeddings.word_embeddings.weight")
+            .or(map.get("embeddings.word_embeddings.weight"));
+        if let Some(w) = word_embeddings.filter(|w| w.shape.first() != Some(&config.vocab_size)) {
+            return Err(Error::file(
+                &self.weight_file,
+                format!(
+                    "word embeddings have {} rows but config.json says vocab_size {}",
+                    w.shape.first().copied().unwrap_or(0),
+                    config.vocab_size
+                ),
+            ));
         }
         let mut weights = weights::Weights::new(&self.weight_file, map)?;
         let model = BertForMaskedLM::from_weights(config, &mut weights, device);
@@ -115,7 +133,9 @@ fn read_lowercase(dir: &Path) -> Result<bool> {
         return Ok(true);
     }
     let bytes = crate::error::read_file(&path)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::file(&path, format!("malformed JSON: {e}")))?;
-    Ok(v.get("do_lower_case").and_then(|x| x.as_bool()).unwrap_or(true))
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::file(&path, format!("malformed JSON: {e}")))?;
+    Ok(v.get("do_lower_case")
+        .and_then(|x| x.as_bool())
+        .unwrap_or(true))
 }

@@ -35,7 +35,9 @@ fn resolve_global(module: &str, name: &str) -> std::result::Result<Global, Strin
         ("torch", "LongStorage") => Global::Storage(SourceDType::Int, 8),
         ("torch", "IntStorage") => Global::Storage(SourceDType::Int, 4),
         ("torch", "ShortStorage") => Global::Storage(SourceDType::Int, 2),
-        ("torch", "CharStorage" | "ByteStorage" | "BoolStorage") => Global::Storage(SourceDType::Int, 1),
+        ("torch", "CharStorage" | "ByteStorage" | "BoolStorage") => {
+            Global::Storage(SourceDType::Int, 1)
+        }
         _ => {
             return Err(format!(
                 "pickle refers to global \"{module}.{name}\", which is not allowed \
@@ -61,7 +63,11 @@ enum Value {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(Global),
-    Storage { key: String, dtype: SourceDType, width: usize },
+    Storage {
+        key: String,
+        dtype: SourceDType,
+        width: usize,
+    },
     Tensor(TensorRef),
 }
 
@@ -87,7 +93,10 @@ type VmResult<T> = std::result::Result<T, String>;
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> VmResult<&'a [u8]> {
         if self.data.len() - self.pos < n {
-            return Err(format!("truncated pickle (wanted {n} bytes at offset {})", self.pos));
+            return Err(format!(
+                "truncated pickle (wanted {n} bytes at offset {})",
+                self.pos
+            ));
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -104,13 +113,18 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> VmResult<String> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or("truncated pickle (no newline)")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated pickle (no newline)")?;
         let s = String::from_utf8(rest[..end].to_vec()).map_err(|_| "non-UTF-8 global name")?;
         self.pos += end + 1;
         Ok(s)
     }
     fn pop(&mut self) -> VmResult<Value> {
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn pop_mark(&mut self) -> VmResult<Vec<Value>> {
         let at = self
@@ -123,7 +137,9 @@ impl<'a> Machine<'a> {
         Ok(items)
     }
     fn top_mut(&mut self) -> VmResult<&mut Value> {
-        self.stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn memo_put(&mut self, key: u32) -> VmResult<()> {
         let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
@@ -131,13 +147,19 @@ impl<'a> Machine<'a> {
         Ok(())
     }
     fn memo_get(&mut self, key: u32) -> VmResult<()> {
-        let v = self.memo.get(&key).ok_or_else(|| format!("pickle memo key {key} missing"))?.clone();
+        let v = self
+            .memo
+            .get(&key)
+            .ok_or_else(|| format!("pickle memo key {key} missing"))?
+            .clone();
         self.stack.push(v);
         Ok(())
     }
     fn string(&mut self, n: usize) -> VmResult<Value> {
         let b = self.take(n)?;
-        Ok(Value::Str(String::from_utf8(b.to_vec()).map_err(|_| "non-UTF-8 string in pickle")?))
+        Ok(Value::Str(
+            String::from_utf8(b.to_vec()).map_err(|_| "non-UTF-8 string in pickle")?,
+        ))
     }
 
     fn run(mut self) -> VmResult<Value> {
@@ -176,7 +198,11 @@ impl<'a> Machine<'a> {
                     if n > 8 {
                         return Err("pickle LONG1 wider than 64 bits".into());
                     }
-                    let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) {
+                        [0xffu8; 8]
+                    } else {
+                        [0u8; 8]
+                    };
                     buf[..n].copy_from_slice(b);
                     self.stack.push(Value::Int(i64::from_le_bytes(buf)))
                 }
@@ -237,7 +263,8 @@ impl<'a> Machine<'a> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.stack.push(Value::Global(resolve_global(&module, &name)?))
+                    self.stack
+                        .push(Value::Global(resolve_global(&module, &name)?))
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -358,20 +385,32 @@ fn as_dims(v: &Value, what: &str) -> VmResult<Vec<usize>> {
 }
 
 fn persistent_storage(pid: Value) -> VmResult<Value> {
-    let Value::Tuple(items) = pid else { return Err("persistent id is not a tuple".into()) };
+    let Value::Tuple(items) = pid else {
+        return Err("persistent id is not a tuple".into());
+    };
     match items.as_slice() {
-        [Value::Str(tag), Value::Global(Global::Storage(dtype, width)), Value::Str(key), _location, _numel]
-            if tag == "storage" =>
-        {
-            Ok(Value::Storage { key: key.clone(), dtype: *dtype, width: *width })
-        }
+        [
+            Value::Str(tag),
+            Value::Global(Global::Storage(dtype, width)),
+            Value::Str(key),
+            _location,
+            _numel,
+        ] if tag == "storage" => Ok(Value::Storage {
+            key: key.clone(),
+            dtype: *dtype,
+            width: *width,
+        }),
         _ => Err("persistent id is not a torch storage reference".into()),
     }
 }
 
 fn reduce(func: Value, args: Value) -> VmResult<Value> {
-    let Value::Global(g) = func else { return Err("REDUCE of a non-callable".into()) };
-    let Value::Tuple(args) = args else { return Err("REDUCE arguments are not a tuple".into()) };
+    let Value::Global(g) = func else {
+        return Err("REDUCE of a non-callable".into());
+    };
+    let Value::Tuple(args) = args else {
+        return Err("REDUCE arguments are not a tuple".into());
+    };
     match g {
         Global::OrderedDict => Ok(Value::Dict(Vec::new())),
         Global::RebuildTensorV2 => {
@@ -407,8 +446,11 @@ pub fn read_torch_zip(path: &Path) -> Result<TensorMap> {
 }
 
 pub(crate) fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResult<TensorMap> {
-    let mut zip = zip::ZipArchive::new(reader)
-        .map_err(|e| format!("not a PyTorch zip checkpoint ({e}); legacy non-zip torch.save files are not supported"))?;
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
+        format!(
+            "not a PyTorch zip checkpoint ({e}); legacy non-zip torch.save files are not supported"
+        )
+    })?;
     let pkl_name = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i).map(str::to_owned))
         .find(|n| n.ends_with("/data.pkl") || n == "data.pkl")
@@ -425,7 +467,12 @@ pub(crate) fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResul
             return Err("big-endian checkpoints are not supported".into());
         }
     }
-    let machine = Machine { data: &pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let machine = Machine {
+        data: &pkl,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    };
     let root = machine.run()?;
     let Value::Dict(entries) = root else {
         return Err("the pickle is not a state dict (expected a dict of tensors)".into());
@@ -433,7 +480,9 @@ pub(crate) fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResul
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = TensorMap::new();
     for (k, v) in entries {
-        let Value::Str(name) = k else { return Err("state dict key is not a string".into()) };
+        let Value::Str(name) = k else {
+            return Err("state dict key is not a string".into());
+        };
         let t = match v {
             Value::Tensor(t) => t,
             // Non-tensor entries (e.g. metadata) carry no weights.
@@ -449,7 +498,14 @@ pub(crate) fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResul
         }
         let bytes = &storages[&t.storage_key];
         let data = gather_strided(bytes, &t).map_err(|e| format!("tensor \"{name}\": {e}"))?;
-        out.insert(name, RawTensor { shape: t.size.clone(), data, dtype: t.dtype });
+        out.insert(
+            name,
+            RawTensor {
+                shape: t.size.clone(),
+                data,
+                dtype: t.dtype,
+            },
+        );
     }
     Ok(out)
 }
@@ -464,9 +520,16 @@ fn gather_strided(bytes: &[u8], t: &TensorRef) -> VmResult<Vec<f32>> {
     if numel == 0 {
         return Ok(Vec::new());
     }
-    let last = t.offset + t.size.iter().zip(&t.stride).map(|(s, st)| (s - 1) * st).sum::<usize>();
+    let last = t.offset
+        + t.size
+            .iter()
+            .zip(&t.stride)
+            .map(|(s, st)| (s - 1) * st)
+            .sum::<usize>();
     if last >= numel_storage {
-        return Err(format!("view reaches element {last} of a storage of {numel_storage}"));
+        return Err(format!(
+            "view reaches element {last} of a storage of {numel_storage}"
+        ));
     }
     let elems = decode_le(bytes, t.dtype, t.width);
     let contiguous = t.size.iter().rev().scan(1usize, |acc, &s| {
@@ -500,7 +563,13 @@ mod tests {
     use super::*;
 
     fn run(bytes: &[u8]) -> VmResult<Value> {
-        Machine { data: bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()
+        Machine {
+            data: bytes,
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+        }
+        .run()
     }
 
     #[test]
@@ -508,7 +577,10 @@ mod tests {
         // pickle.dumps of os.system("echo hi") at protocol 2, hand-assembled.
         let evil = b"\x80\x02cos\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03.";
         let err = run(evil).unwrap_err();
-        assert!(err.contains("\"os.system\"") && err.contains("not allowed"), "{err}");
+        assert!(
+            err.contains("\"os.system\"") && err.contains("not allowed"),
+            "{err}"
+        );
         let evil4 = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.";
         assert!(run(evil4).unwrap_err().contains("builtins.eval"));
     }
@@ -536,7 +608,10 @@ mod tests {
             size: vec![3, 2],
             stride: vec![1, 3], // transposed 2x3
         };
-        assert_eq!(gather_strided(&bytes, &t).unwrap(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            gather_strided(&bytes, &t).unwrap(),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
         let out_of_range = TensorRef { offset: 4, ..t };
         assert!(gather_strided(&bytes, &out_of_range).is_err());
     }

@@ -10,10 +10,10 @@ use std::str::FromStr;
 
 use burn::module::{Module, Param};
 use burn::nn::{BiLstm, BiLstmConfig, Linear, Lstm};
-use burn::tensor::activation::relu;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -40,7 +40,9 @@ impl FromStr for PromptEncoderKind {
             "lstm" => Ok(Self::Lstm),
             "mlp" => Ok(Self::Mlp),
             "embedding" => Ok(Self::Embedding),
-            _ => Err(format!("unknown prompt encoder \"{s}\" (expected lstm, mlp or embedding)")),
+            _ => Err(format!(
+                "unknown prompt encoder \"{s}\" (expected lstm, mlp or embedding)"
+            )),
         }
     }
 }
@@ -100,7 +102,12 @@ impl<B: Backend> PromptEncoder<B> {
 
     /// A freshly initialised encoder, with PyTorch's default initialisation (LSTM and Linear
     /// weights uniform in ±1/sqrt(fan)), its prompt embeddings copied from `init_rows`.
-    pub fn init(kind: PromptEncoderKind, init_rows: RawTensor, rng: &mut StdRng, device: &B::Device) -> Self {
+    pub fn init(
+        kind: PromptEncoderKind,
+        init_rows: RawTensor,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Self {
         let (n, h) = (init_rows.shape[0], init_rows.shape[1]);
         let mut uniform = |len: usize, bound: f32| -> Vec<f32> {
             (0..len).map(|_| rng.random_range(-bound..bound)).collect()
@@ -119,7 +126,10 @@ impl<B: Backend> PromptEncoder<B> {
                         ("bias_hh", vec![4 * hd]),
                     ] {
                         let len = shape.iter().product();
-                        map.insert(format!("lstm.{name}_l{layer}{dir}"), RawTensor::new(shape, uniform(len, bound)));
+                        map.insert(
+                            format!("lstm.{name}_l{layer}{dir}"),
+                            RawTensor::new(shape, uniform(len, bound)),
+                        );
                     }
                 }
             }
@@ -127,8 +137,14 @@ impl<B: Backend> PromptEncoder<B> {
         if kind != PromptEncoderKind::Embedding {
             let bound = 1.0 / (h as f32).sqrt();
             for i in ["0", "2"] {
-                map.insert(format!("mlp.{i}.weight"), RawTensor::new(vec![h, h], uniform(h * h, bound)));
-                map.insert(format!("mlp.{i}.bias"), RawTensor::new(vec![h], uniform(h, bound)));
+                map.insert(
+                    format!("mlp.{i}.weight"),
+                    RawTensor::new(vec![h, h], uniform(h * h, bound)),
+                );
+                map.insert(
+                    format!("mlp.{i}.bias"),
+                    RawTensor::new(vec![h], uniform(h, bound)),
+                );
             }
         }
         debug_assert_eq!(map["embedding.weight"].shape, vec![n, h]);
@@ -136,15 +152,26 @@ impl<B: Backend> PromptEncoder<B> {
     }
 
     /// Builds an encoder of `kind` from tensors named as in the PyTorch module.
-    pub fn from_tensors(kind: PromptEncoderKind, map: &BTreeMap<String, RawTensor>, device: &B::Device) -> std::result::Result<Self, String> {
+    pub fn from_tensors(
+        kind: PromptEncoderKind,
+        map: &BTreeMap<String, RawTensor>,
+        device: &B::Device,
+    ) -> std::result::Result<Self, String> {
         let get = |key: &str, shape: &[usize]| -> std::result::Result<Vec<f32>, String> {
-            let t = map.get(key).ok_or_else(|| format!("missing tensor \"{key}\""))?;
+            let t = map
+                .get(key)
+                .ok_or_else(|| format!("missing tensor \"{key}\""))?;
             if t.shape != shape {
-                return Err(format!("tensor \"{key}\" has shape {:?}, expected {shape:?}", t.shape));
+                return Err(format!(
+                    "tensor \"{key}\" has shape {:?}, expected {shape:?}",
+                    t.shape
+                ));
             }
             Ok(t.data.clone())
         };
-        let emb = map.get("embedding.weight").ok_or("missing tensor \"embedding.weight\"")?;
+        let emb = map
+            .get("embedding.weight")
+            .ok_or("missing tensor \"embedding.weight\"")?;
         if emb.shape.len() != 2 {
             return Err("tensor \"embedding.weight\" must be 2-D".into());
         }
@@ -153,7 +180,9 @@ impl<B: Backend> PromptEncoder<B> {
         let mut lstm = Vec::new();
         if kind == PromptEncoderKind::Lstm {
             if h % 2 != 0 {
-                return Err(format!("the LSTM prompt encoder needs an even hidden size, got {h}"));
+                return Err(format!(
+                    "the LSTM prompt encoder needs an even hidden size, got {h}"
+                ));
             }
             let hd = h / 2;
             for layer in 0..2 {
@@ -182,17 +211,32 @@ impl<B: Backend> PromptEncoder<B> {
                 let w = transpose(&get(&format!("mlp.{i}.weight"), &[h, h])?, h, h);
                 Ok(Linear {
                     weight: new_param(&format!("prompt.mlp.{i}.weight"), w, [h, h], device),
-                    bias: Some(new_param(&format!("prompt.mlp.{i}.bias"), get(&format!("mlp.{i}.bias"), &[h])?, [h], device)),
+                    bias: Some(new_param(
+                        &format!("prompt.mlp.{i}.bias"),
+                        get(&format!("mlp.{i}.bias"), &[h])?,
+                        [h],
+                        device,
+                    )),
                 })
             };
-            Some(PromptMlp { linear1: lin("0")?, linear2: lin("2")? })
+            Some(PromptMlp {
+                linear1: lin("0")?,
+                linear2: lin("2")?,
+            })
         };
-        Ok(PromptEncoder { embedding, lstm, mlp })
+        Ok(PromptEncoder {
+            embedding,
+            lstm,
+            mlp,
+        })
     }
 
     /// The parameters under the PyTorch module's names and layouts.
     pub fn named_tensors(&self) -> BTreeMap<String, RawTensor> {
-        self.named_with(&mut ParamReader { read1: |p: &Param<Tensor<B, 1>>| to_host(p.val()), read2: |p: &Param<Tensor<B, 2>>| to_host(p.val()) })
+        self.named_with(&mut ParamReader {
+            read1: |p: &Param<Tensor<B, 1>>| to_host(p.val()),
+            read2: |p: &Param<Tensor<B, 2>>| to_host(p.val()),
+        })
     }
 
     /// The gradients of the parameters, under the same names and layouts.
@@ -200,11 +244,23 @@ impl<B: Backend> PromptEncoder<B> {
     where
         B: AutodiffBackend,
     {
-        let zero1 = |p: &Param<Tensor<B, 1>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
-        let zero2 = |p: &Param<Tensor<B, 2>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
+        let zero1 =
+            |p: &Param<Tensor<B, 1>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
+        let zero2 =
+            |p: &Param<Tensor<B, 2>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
         self.named_with(&mut ParamReader {
-            read1: |p: &Param<Tensor<B, 1>>| grads.get::<B::InnerBackend, 1>(p.id).map(to_host).unwrap_or_else(|| zero1(p)),
-            read2: |p: &Param<Tensor<B, 2>>| grads.get::<B::InnerBackend, 2>(p.id).map(to_host).unwrap_or_else(|| zero2(p)),
+            read1: |p: &Param<Tensor<B, 1>>| {
+                grads
+                    .get::<B::InnerBackend, 1>(p.id)
+                    .map(to_host)
+                    .unwrap_or_else(|| zero1(p))
+            },
+            read2: |p: &Param<Tensor<B, 2>>| {
+                grads
+                    .get::<B::InnerBackend, 2>(p.id)
+                    .map(to_host)
+                    .unwrap_or_else(|| zero2(p))
+            },
         })
     }
 
@@ -230,8 +286,10 @@ impl<B: Backend> PromptEncoder<B> {
                         let (s, d) = (reader.read2)(&lin.weight);
                         packed[j].0 = vec![packed[j].0.first().copied().unwrap_or(0) + s[1], s[0]];
                         packed[j].1.extend(transpose(&d, s[0], s[1]));
-                        let (s, d) = (reader.read1)(lin.bias.as_ref().expect("LSTM gates have biases"));
-                        packed[2 + j].0 = vec![packed[2 + j].0.first().copied().unwrap_or(0) + s[0]];
+                        let (s, d) =
+                            (reader.read1)(lin.bias.as_ref().expect("LSTM gates have biases"));
+                        packed[2 + j].0 =
+                            vec![packed[2 + j].0.first().copied().unwrap_or(0) + s[0]];
                         packed[2 + j].1.extend(d);
                     }
                 }
@@ -245,8 +303,14 @@ impl<B: Backend> PromptEncoder<B> {
         if let Some(m) = &self.mlp {
             for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
                 let (s, d) = (reader.read2)(&l.weight);
-                put(format!("mlp.{i}.weight"), (vec![s[1], s[0]], transpose(&d, s[0], s[1])));
-                put(format!("mlp.{i}.bias"), (reader.read1)(l.bias.as_ref().expect("bias")));
+                put(
+                    format!("mlp.{i}.weight"),
+                    (vec![s[1], s[0]], transpose(&d, s[0], s[1])),
+                );
+                put(
+                    format!("mlp.{i}.bias"),
+                    (reader.read1)(l.bias.as_ref().expect("bias")),
+                );
             }
         }
         out
@@ -280,12 +344,25 @@ fn set_lstm<B: Backend>(
             2 => &mut lstm.cell_gate,
             _ => &mut lstm.output_gate,
         };
-        let rows = |m: &[f32], cols: usize| transpose(&m[g * hd * cols..(g + 1) * hd * cols], hd, cols);
+        let rows =
+            |m: &[f32], cols: usize| transpose(&m[g * hd * cols..(g + 1) * hd * cols], hd, cols);
         let k = format!("prompt.{key}.gate{g}");
-        gate.input_transform.weight = new_param(&format!("{k}.wi"), rows(w_ih, d_in), [d_in, hd], device);
-        gate.hidden_transform.weight = new_param(&format!("{k}.wh"), rows(w_hh, hd), [hd, hd], device);
-        gate.input_transform.bias = Some(new_param(&format!("{k}.bi"), b_ih[g * hd..(g + 1) * hd].to_vec(), [hd], device));
-        gate.hidden_transform.bias = Some(new_param(&format!("{k}.bh"), b_hh[g * hd..(g + 1) * hd].to_vec(), [hd], device));
+        gate.input_transform.weight =
+            new_param(&format!("{k}.wi"), rows(w_ih, d_in), [d_in, hd], device);
+        gate.hidden_transform.weight =
+            new_param(&format!("{k}.wh"), rows(w_hh, hd), [hd, hd], device);
+        gate.input_transform.bias = Some(new_param(
+            &format!("{k}.bi"),
+            b_ih[g * hd..(g + 1) * hd].to_vec(),
+            [hd],
+            device,
+        ));
+        gate.hidden_transform.bias = Some(new_param(
+            &format!("{k}.bh"),
+            b_hh[g * hd..(g + 1) * hd].to_vec(),
+            [hd],
+            device,
+        ));
     }
 }
 

@@ -41,7 +41,11 @@ pub struct RawTensor {
 impl RawTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        RawTensor { shape, data, dtype: SourceDType::F32 }
+        RawTensor {
+            shape,
+            data,
+            dtype: SourceDType::F32,
+        }
     }
 }
 
@@ -104,7 +108,14 @@ pub(crate) fn parse_safetensors(bytes: &[u8]) -> std::result::Result<TensorMap, 
             other => return Err(format!("tensor \"{name}\" has unsupported dtype {other:?}")),
         };
         let data = decode_le(view.data(), dtype, width);
-        out.insert(name, RawTensor { shape: view.shape().to_vec(), data, dtype });
+        out.insert(
+            name,
+            RawTensor {
+                shape: view.shape().to_vec(),
+                data,
+                dtype,
+            },
+        );
     }
     Ok(out)
 }
@@ -130,9 +141,15 @@ pub fn find_weight_file(dir: &Path) -> Result<(PathBuf, WeightFormat)> {
     if dir.join("model.safetensors.index.json").is_file()
         || dir.join("pytorch_model.bin.index.json").is_file()
     {
-        return Err(Error::file(dir, "sharded checkpoints are not supported (BERT-sized models fit in one file)"));
+        return Err(Error::file(
+            dir,
+            "sharded checkpoints are not supported (BERT-sized models fit in one file)",
+        ));
     }
-    Err(Error::file(dir, "no weight file (expected model.safetensors or pytorch_model.bin)"))
+    Err(Error::file(
+        dir,
+        "no weight file (expected model.safetensors or pytorch_model.bin)",
+    ))
 }
 
 /// Reads a weight file of either format.
@@ -150,7 +167,13 @@ pub fn safetensors_bytes<'a>(
 ) -> Vec<u8> {
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
-        .map(|(k, s, d)| (k, s.to_vec(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(k, s, d)| {
+            (
+                k,
+                s.to_vec(),
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
         .iter()
@@ -186,7 +209,10 @@ mod tests {
             .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
             .collect();
         assert_eq!(decode_le(&h, SourceDType::F16, 2), vec![1.5, -0.25]);
-        let b: Vec<u8> = [1.5f32].iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
+        let b: Vec<u8> = [1.5f32]
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect();
         assert_eq!(decode_le(&b, SourceDType::BF16, 2), vec![1.5]);
         let i: Vec<u8> = [-3i64, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
         assert_eq!(decode_le(&i, SourceDType::Int, 8), vec![-3.0, 7.0]);

@@ -59,10 +59,18 @@ impl Weights {
         for (k, v) in map {
             let c = canonical_key(&k);
             if tensors.insert(c.clone(), v).is_some() {
-                return Err(Error::file(source, format!("two tensors map to the key \"{c}\"")));
+                return Err(Error::file(
+                    source,
+                    format!("two tensors map to the key \"{c}\""),
+                ));
             }
         }
-        Ok(Weights { source: source.to_path_buf(), tensors, missing: Vec::new(), problems: Vec::new() })
+        Ok(Weights {
+            source: source.to_path_buf(),
+            tensors,
+            missing: Vec::new(),
+            problems: Vec::new(),
+        })
     }
 
     pub fn source(&self) -> &Path {
@@ -77,11 +85,15 @@ impl Weights {
     pub fn take_optional(&mut self, key: &str, shape: &[usize]) -> Option<Vec<f32>> {
         let t = self.tensors.remove(key)?;
         if t.dtype == SourceDType::Int {
-            self.problems.push(format!("\"{key}\" has an integer dtype"));
+            self.problems
+                .push(format!("\"{key}\" has an integer dtype"));
             return None;
         }
         if t.shape != shape {
-            self.problems.push(format!("\"{key}\" has shape {:?}, expected {:?}", t.shape, shape));
+            self.problems.push(format!(
+                "\"{key}\" has shape {:?}, expected {:?}",
+                t.shape, shape
+            ));
             return None;
         }
         Some(t.data)
@@ -94,7 +106,8 @@ impl Weights {
             self.missing.push(key.to_string());
             return vec![0.0; shape.iter().product()];
         }
-        self.take_optional(key, shape).unwrap_or_else(|| vec![0.0; shape.iter().product()])
+        self.take_optional(key, shape)
+            .unwrap_or_else(|| vec![0.0; shape.iter().product()])
     }
 
     /// Fails if any key was missing, mis-shaped or left over (except ignorable ones).
@@ -107,7 +120,11 @@ impl Weights {
         if !unexpected.is_empty() {
             parts.push(format!("unexpected keys {unexpected:?}"));
         }
-        if parts.is_empty() { Ok(()) } else { Err(Error::file(&self.source, parts.join("; "))) }
+        if parts.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::file(&self.source, parts.join("; ")))
+        }
     }
 
     pub fn param<B: Backend, const D: usize>(
@@ -121,7 +138,13 @@ impl Weights {
     }
 
     /// A `Linear` from a PyTorch `[out, in]` weight (burn keeps `[in, out]`).
-    pub fn linear<B: Backend>(&mut self, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    pub fn linear<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Linear<B> {
         let key = format!("{prefix}.weight");
         let w = transpose(&self.take(&key, &[d_out, d_in]), d_out, d_in);
         Linear {
@@ -130,7 +153,13 @@ impl Weights {
         }
     }
 
-    pub fn layer_norm<B: Backend>(&mut self, prefix: &str, d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
+    pub fn layer_norm<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> LayerNorm<B> {
         LayerNorm {
             weight: self.param(&format!("{prefix}.weight"), [d], device),
             bias: self.param(&format!("{prefix}.bias"), [d], device),
@@ -138,8 +167,16 @@ impl Weights {
         }
     }
 
-    pub fn embedding<B: Backend>(&mut self, key: &str, n: usize, d: usize, device: &B::Device) -> Embedding<B> {
-        Embedding { weight: self.param(key, [n, d], device) }
+    pub fn embedding<B: Backend>(
+        &mut self,
+        key: &str,
+        n: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> Embedding<B> {
+        Embedding {
+            weight: self.param(key, [n, d], device),
+        }
     }
 }
 
@@ -167,7 +204,11 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Reads a float tensor back to host memory as `(shape, data)`.
 pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor to f32");
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("float tensor to f32");
     (shape, data)
 }
 
@@ -177,14 +218,26 @@ mod tests {
 
     #[test]
     fn key_variants_are_canonicalised() {
-        assert_eq!(canonical_key("embeddings.LayerNorm.gamma"), "bert.embeddings.LayerNorm.weight");
-        assert_eq!(canonical_key("bert.encoder.layer.0.output.LayerNorm.beta"), "bert.encoder.layer.0.output.LayerNorm.bias");
-        assert_eq!(canonical_key("cls.predictions.bias"), "cls.predictions.bias");
+        assert_eq!(
+            canonical_key("embeddings.LayerNorm.gamma"),
+            "bert.embeddings.LayerNorm.weight"
+        );
+        assert_eq!(
+            canonical_key("bert.encoder.layer.0.output.LayerNorm.beta"),
+            "bert.encoder.layer.0.output.LayerNorm.bias"
+        );
+        assert_eq!(
+            canonical_key("cls.predictions.bias"),
+            "cls.predictions.bias"
+        );
         assert!(ignorable("bert.pooler.dense.weight"));
     }
 
     #[test]
     fn transpose_swaps_axes() {
-        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+        assert_eq!(
+            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
     }
 }

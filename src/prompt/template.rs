@@ -63,13 +63,22 @@ impl Template {
         while i < chars.len() {
             match chars[i] {
                 '[' => {
-                    let end = chars[i..].iter().position(|&c| c == ']').ok_or_else(|| err("unclosed '['".into()))? + i;
+                    let end = chars[i..]
+                        .iter()
+                        .position(|&c| c == ']')
+                        .ok_or_else(|| err("unclosed '['".into()))?
+                        + i;
                     let name: String = chars[i + 1..end].iter().collect();
                     i = end + 1;
                     let mut repeat = 1usize;
                     if i < chars.len() && chars[i] == '*' {
-                        let digits: String = chars[i + 1..].iter().take_while(|c| c.is_ascii_digit()).collect();
-                        repeat = digits.parse().map_err(|_| err(format!("'*' after [{name}] needs a count")))?;
+                        let digits: String = chars[i + 1..]
+                            .iter()
+                            .take_while(|c| c.is_ascii_digit())
+                            .collect();
+                        repeat = digits
+                            .parse()
+                            .map_err(|_| err(format!("'*' after [{name}] needs a count")))?;
                         if repeat == 0 {
                             return Err(err(format!("[{name}]*0 repeats nothing")));
                         }
@@ -81,20 +90,32 @@ impl Template {
                         "MASK" => Piece::Mask,
                         other => match tok.token_to_id(&format!("[{other}]")) {
                             Some(id) if (id as usize) < tok.vocab_size() => Piece::Token(id),
-                            _ => return Err(err(format!("unknown token [{other}] (use [P], [MASK] or a vocabulary token)"))),
+                            _ => {
+                                return Err(err(format!(
+                                    "unknown token [{other}] (use [P], [MASK] or a vocabulary token)"
+                                )));
+                            }
                         },
                     };
                     pieces.extend(std::iter::repeat_n(piece, repeat));
                 }
                 '{' => {
-                    let end = chars[i..].iter().position(|&c| c == '}').ok_or_else(|| err("unclosed '{'".into()))? + i;
+                    let end = chars[i..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .ok_or_else(|| err("unclosed '{'".into()))?
+                        + i;
                     let name: String = chars[i + 1..end].iter().collect();
                     i = end + 1;
                     flush(&mut literal, &mut pieces);
                     pieces.push(Piece::Text(match name.as_str() {
                         "text" | "text_a" => Slot::A,
                         "text_b" => Slot::B,
-                        other => return Err(err(format!("unknown slot {{{other}}} (use {{text}}, {{text_a}}, {{text_b}})"))),
+                        other => {
+                            return Err(err(format!(
+                                "unknown slot {{{other}}} (use {{text}}, {{text_a}}, {{text_b}})"
+                            )));
+                        }
                     }));
                 }
                 c => {
@@ -105,12 +126,19 @@ impl Template {
         }
         flush(&mut literal, &mut pieces);
 
-        let mask_at: Vec<usize> = pieces.iter().enumerate().filter(|(_, p)| **p == Piece::Mask).map(|(i, _)| i).collect();
+        let mask_at: Vec<usize> = pieces
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p == Piece::Mask)
+            .map(|(i, _)| i)
+            .collect();
         if mask_at.is_empty() {
             return Err(err("no [MASK] (the label word is read there)".into()));
         }
         if mask_at.last().unwrap() - mask_at[0] + 1 != mask_at.len() {
-            return Err(err("the [MASK] tokens must be consecutive (one label-word slot)".into()));
+            return Err(err(
+                "the [MASK] tokens must be consecutive (one label-word slot)".into(),
+            ));
         }
         let count = |s: Slot| pieces.iter().filter(|p| **p == Piece::Text(s)).count();
         match (count(Slot::A), count(Slot::B)) {
@@ -131,7 +159,14 @@ impl Template {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Template { spec: spec.to_string(), pieces, pseudo_ids, cls: tok.cls_id, sep: tok.sep_id, mask: tok.mask_id })
+        Ok(Template {
+            spec: spec.to_string(),
+            pieces,
+            pseudo_ids,
+            cls: tok.cls_id,
+            sep: tok.sep_id,
+            mask: tok.mask_id,
+        })
     }
 
     pub fn spec(&self) -> &str {
@@ -151,23 +186,46 @@ impl Template {
     }
     /// Tokens the template itself takes, `[CLS]` and `[SEP]` included.
     pub fn fixed_len(&self) -> usize {
-        2 + self.pieces.iter().filter(|p| !matches!(p, Piece::Text(_))).count()
+        2 + self
+            .pieces
+            .iter()
+            .filter(|p| !matches!(p, Piece::Text(_)))
+            .count()
     }
 
     /// Encodes one example, cutting the text (never the template) to fit `max_len`;
     /// for pairs the longer text is cut first.
-    pub fn encode(&self, tok: &BertTokenizer, text_a: &str, text_b: Option<&str>, max_len: usize) -> Result<Encoded> {
+    pub fn encode(
+        &self,
+        tok: &BertTokenizer,
+        text_a: &str,
+        text_b: Option<&str>,
+        max_len: usize,
+    ) -> Result<Encoded> {
         let budget = max_len.checked_sub(self.fixed_len()).ok_or_else(|| {
-            Error::invalid(format!("template \"{}\" needs {} tokens, more than max length {max_len}", self.spec, self.fixed_len()))
+            Error::invalid(format!(
+                "template \"{}\" needs {} tokens, more than max length {max_len}",
+                self.spec,
+                self.fixed_len()
+            ))
         })?;
         let mut a = tok.tokenize(text_a);
         let mut b = match (self.is_pair(), text_b) {
             (true, Some(t)) => tok.tokenize(t),
-            (true, None) => return Err(Error::invalid(format!("template \"{}\" needs text_b", self.spec))),
+            (true, None) => {
+                return Err(Error::invalid(format!(
+                    "template \"{}\" needs text_b",
+                    self.spec
+                )));
+            }
             (false, _) => Vec::new(),
         };
         while a.len() + b.len() > budget {
-            if a.len() >= b.len() { a.pop() } else { b.pop() };
+            if a.len() >= b.len() {
+                a.pop()
+            } else {
+                b.pop()
+            };
         }
         let mut ids = vec![self.cls];
         let mut token_types = vec![0];
@@ -196,7 +254,12 @@ impl Template {
         }
         ids.push(self.sep);
         token_types.push(segment);
-        Ok(Encoded { ids, token_types, mask_positions, pseudo_positions })
+        Ok(Encoded {
+            ids,
+            token_types,
+            mask_positions,
+            pseudo_positions,
+        })
     }
 }
 
@@ -205,8 +268,7 @@ mod tests {
     use super::*;
 
     fn tok() -> BertTokenizer {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini");
-        BertTokenizer::from_vocab_file(&dir.join("vocab.txt"), true).unwrap()
+        crate::tokenizer::shipped_zh_mini()
     }
 
     #[test]
@@ -226,15 +288,23 @@ mod tests {
         let tok = tok();
         let t = Template::parse("{text_a}[SEP]{text_b}[P]*2[MASK]", &tok).unwrap();
         assert!(t.is_pair());
-        let e = t.encode(&tok, "一二三四五六七八九十", Some("甲乙丙"), 12).unwrap();
+        let e = t
+            .encode(&tok, "一二三四五六七八九十", Some("甲乙丙"), 12)
+            .unwrap();
         // 12 = [CLS] + [SEP] + [P][P] + [MASK] + [SEP] (6 fixed) + 6 text tokens: a keeps 3, b 3
         assert_eq!(e.ids.len(), 12);
         assert_eq!(tok.tokens(&e.ids[1..4]), vec!["一", "二", "三"]);
         assert_eq!(tok.tokens(&e.ids[5..8]), vec!["甲", "乙", "丙"]);
         assert_eq!(e.token_types, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
         assert_eq!(e.mask_positions, vec![10]);
-        assert!(t.encode(&tok, "x", Some("y"), 5).is_err(), "template longer than max length");
-        assert!(t.encode(&tok, "x", None, 64).is_err(), "pair template without text_b");
+        assert!(
+            t.encode(&tok, "x", Some("y"), 5).is_err(),
+            "template longer than max length"
+        );
+        assert!(
+            t.encode(&tok, "x", None, 64).is_err(),
+            "pair template without text_b"
+        );
     }
 
     #[test]
@@ -242,8 +312,17 @@ mod tests {
         let tok = tok();
         let t = Template::parse("[MASK]满意。{text}", &tok).unwrap();
         let e = t.encode(&tok, "好", None, 32).unwrap();
-        assert_eq!(tok.tokens(&e.ids), vec!["[CLS]", "[MASK]", "满", "意", "。", "好", "[SEP]"]);
-        for bad in ["[MASK] {text", "[P]*x [MASK] {text}", "[MASK] x [MASK] {text}", "{text} {text} [MASK]", "{label} [MASK]"] {
+        assert_eq!(
+            tok.tokens(&e.ids),
+            vec!["[CLS]", "[MASK]", "满", "意", "。", "好", "[SEP]"]
+        );
+        for bad in [
+            "[MASK] {text",
+            "[P]*x [MASK] {text}",
+            "[MASK] x [MASK] {text}",
+            "{text} {text} [MASK]",
+            "{label} [MASK]",
+        ] {
             assert!(Template::parse(bad, &tok).is_err(), "{bad}");
         }
     }

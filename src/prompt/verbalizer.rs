@@ -18,9 +18,15 @@ impl Verbalizer {
     /// Parses `"class=word,class=word,..."`; each word must be `n_mask` known tokens.
     pub fn parse(spec: &str, tok: &BertTokenizer, n_mask: usize) -> Result<Self> {
         let err = |m: String| Error::invalid(format!("labels \"{spec}\": {m}"));
-        let mut v = Verbalizer { classes: Vec::new(), words: Vec::new(), word_ids: Vec::new() };
+        let mut v = Verbalizer {
+            classes: Vec::new(),
+            words: Vec::new(),
+            word_ids: Vec::new(),
+        };
         for item in spec.split(',') {
-            let (class, word) = item.split_once('=').ok_or_else(|| err(format!("\"{item}\" is not class=word")))?;
+            let (class, word) = item
+                .split_once('=')
+                .ok_or_else(|| err(format!("\"{item}\" is not class=word")))?;
             let (class, word) = (class.trim(), word.trim());
             if class.is_empty() || word.is_empty() {
                 return Err(err(format!("\"{item}\" has an empty class or word")));
@@ -30,7 +36,9 @@ impl Verbalizer {
             }
             let ids = tok.tokenize(word);
             if ids.contains(&tok.unk_id) {
-                return Err(err(format!("label word \"{word}\" of class \"{class}\" tokenizes to [UNK]")));
+                return Err(err(format!(
+                    "label word \"{word}\" of class \"{class}\" tokenizes to [UNK]"
+                )));
             }
             if ids.len() != n_mask {
                 return Err(err(format!(
@@ -46,8 +54,12 @@ impl Verbalizer {
         if v.classes.len() < 2 {
             return Err(err("needs at least two classes".into()));
         }
-        if let Some(dup) = (1..v.word_ids.len()).find(|&i| v.word_ids[..i].contains(&v.word_ids[i])) {
-            return Err(err(format!("classes \"{}\" and another share the label word \"{}\"", v.classes[dup], v.words[dup])));
+        if let Some(dup) = (1..v.word_ids.len()).find(|&i| v.word_ids[..i].contains(&v.word_ids[i]))
+        {
+            return Err(err(format!(
+                "classes \"{}\" and another share the label word \"{}\"",
+                v.classes[dup], v.words[dup]
+            )));
         }
         Ok(v)
     }
@@ -61,7 +73,12 @@ impl Verbalizer {
     }
 
     pub fn spec(&self) -> String {
-        self.classes.iter().zip(&self.words).map(|(c, w)| format!("{c}={w}")).collect::<Vec<_>>().join(",")
+        self.classes
+            .iter()
+            .zip(&self.words)
+            .map(|(c, w)| format!("{c}={w}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -70,8 +87,7 @@ mod tests {
     use super::*;
 
     fn tok() -> BertTokenizer {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini");
-        BertTokenizer::from_vocab_file(&dir.join("vocab.txt"), true).unwrap()
+        crate::tokenizer::shipped_zh_mini()
     }
 
     #[test]
@@ -83,9 +99,24 @@ mod tests {
         assert_eq!(v.spec(), "neg=差,mid=中,pos=好");
         let v2 = Verbalizer::parse("0=不好,1=很好", &tok, 2).unwrap();
         assert_eq!(v2.word_ids[1].len(), 2);
-        assert!(Verbalizer::parse("0=不,0=很", &tok, 1).unwrap_err().to_string().contains("twice"));
-        assert!(Verbalizer::parse("0=很,1=很", &tok, 1).unwrap_err().to_string().contains("share"));
+        assert!(
+            Verbalizer::parse("0=不,0=很", &tok, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        assert!(
+            Verbalizer::parse("0=很,1=很", &tok, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("share")
+        );
         assert!(Verbalizer::parse("0不", &tok, 1).is_err());
-        assert!(Verbalizer::parse("0=不", &tok, 1).unwrap_err().to_string().contains("two classes"));
+        assert!(
+            Verbalizer::parse("0=不", &tok, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("two classes")
+        );
     }
 }

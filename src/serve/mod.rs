@@ -77,14 +77,24 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-async fn classify(State(app): State<Arc<AppState>>, body: std::result::Result<Json<ClassifyRequest>, JsonRejection>) -> Response {
+async fn classify(
+    State(app): State<Arc<AppState>>,
+    body: std::result::Result<Json<ClassifyRequest>, JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
     let Some(task) = app.tasks.iter().position(|t| t.name == req.task) else {
         let names: Vec<&str> = app.tasks.iter().map(|t| t.name.as_str()).collect();
-        return error(StatusCode::NOT_FOUND, format!("unknown task \"{}\" (tasks: {})", req.task, names.join(", ")));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown task \"{}\" (tasks: {})",
+                req.task,
+                names.join(", ")
+            ),
+        );
     };
     let limits = &app.config;
     if req.texts.is_empty() {
@@ -93,7 +103,11 @@ async fn classify(State(app): State<Arc<AppState>>, body: std::result::Result<Js
     if req.texts.len() > limits.max_texts_per_request {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{} texts in one request; the limit is {}", req.texts.len(), limits.max_texts_per_request),
+            format!(
+                "{} texts in one request; the limit is {}",
+                req.texts.len(),
+                limits.max_texts_per_request
+            ),
         );
     }
     for (i, t) in req.texts.iter().enumerate() {
@@ -102,11 +116,25 @@ async fn classify(State(app): State<Arc<AppState>>, body: std::result::Result<Js
         }
         let n = t.chars().count();
         if n > limits.max_text_chars {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("texts[{i}] has {n} characters; the limit is {}", limits.max_text_chars));
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "texts[{i}] has {n} characters; the limit is {}",
+                    limits.max_text_chars
+                ),
+            );
         }
     }
     let (tx, rx) = oneshot::channel();
-    if app.jobs.send(Job { task, texts: req.texts, reply: tx }).is_err() {
+    if app
+        .jobs
+        .send(Job {
+            task,
+            texts: req.texts,
+            reply: tx,
+        })
+        .is_err()
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     let predictions = match rx.await {
@@ -119,7 +147,11 @@ async fn classify(State(app): State<Arc<AppState>>, body: std::result::Result<Js
         .into_iter()
         .map(|p| ClassifyResult {
             label: p.label,
-            probs: classes.iter().cloned().zip(p.probs.into_iter().map(|x| json!(x))).collect(),
+            probs: classes
+                .iter()
+                .cloned()
+                .zip(p.probs.into_iter().map(|x| json!(x)))
+                .collect(),
         })
         .collect();
     Json(json!({ "task": app.tasks[task].name, "results": results })).into_response()
@@ -134,7 +166,10 @@ async fn healthz() -> Response {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such endpoint (POST /v1/classify, GET /v1/tasks, GET /healthz)")
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint (POST /v1/classify, GET /v1/tasks, GET /healthz)",
+    )
 }
 
 /// The compute thread: gathers jobs into batches and runs them on the backbone.
@@ -164,14 +199,18 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
         }
         for (t, task) in tasks.iter().enumerate() {
             let group: Vec<Job> = {
-                let (mine, rest): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.task == t);
+                let (mine, rest): (Vec<Job>, Vec<Job>) =
+                    batch.into_iter().partition(|j| j.task == t);
                 batch = rest;
                 mine
             };
             if group.is_empty() {
                 continue;
             }
-            let texts: Vec<(&str, Option<&str>)> = group.iter().flat_map(|j| j.texts.iter().map(|s| (s.as_str(), None))).collect();
+            let texts: Vec<(&str, Option<&str>)> = group
+                .iter()
+                .flat_map(|j| j.texts.iter().map(|s| (s.as_str(), None)))
+                .collect();
             match task.classify(&tokenizer, &texts, config.forward_batch, &device) {
                 Ok(preds) => {
                     let mut it = preds.into_iter();
@@ -196,7 +235,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -231,10 +271,18 @@ pub fn serve<B: crate::model::kernels::Kernels>(
         .map_err(|e| Error::invalid(format!("cannot start the async runtime: {e}")))?;
     let addr = config.addr;
     let body_limit = config.max_body_bytes;
-    let state = Arc::new(AppState { tasks: infos, jobs: job_tx, config });
+    let state = Arc::new(AppState {
+        tasks: infos,
+        jobs: job_tx,
+        config,
+    });
     let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
-        let local = listener.local_addr().map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
         let app = Router::new()
             .route("/v1/classify", post(classify))
             .route("/v1/tasks", get(list_tasks))

@@ -12,7 +12,9 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     pub fn new(run_dir: &Path) -> Self {
-        Checkpoints { dir: run_dir.join("checkpoint") }
+        Checkpoints {
+            dir: run_dir.join("checkpoint"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -28,11 +30,17 @@ impl Checkpoints {
         let name = std::fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
         let name = name.trim();
         if name.is_empty() || name.contains('/') || name.contains("..") {
-            return Err(Error::file(&pointer, format!("does not name a checkpoint: \"{name}\"")));
+            return Err(Error::file(
+                &pointer,
+                format!("does not name a checkpoint: \"{name}\""),
+            ));
         }
         let dir = self.dir.join(name);
         if !dir.is_dir() {
-            return Err(Error::file(&pointer, format!("names {name}, which does not exist")));
+            return Err(Error::file(
+                &pointer,
+                format!("names {name}, which does not exist"),
+            ));
         }
         Ok(Some(dir))
     }

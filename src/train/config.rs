@@ -115,8 +115,10 @@ fn default_schedule() -> Schedule {
 }
 
 /// Recipes compiled into the binary, so `--recipe seed` works from any directory.
-pub const BUILTIN_RECIPES: [(&str, &str); 2] =
-    [("seed", include_str!("../../recipes/seed.toml")), ("quick", include_str!("../../recipes/quick.toml"))];
+pub const BUILTIN_RECIPES: [(&str, &str); 2] = [
+    ("seed", include_str!("../../recipes/seed.toml")),
+    ("quick", include_str!("../../recipes/quick.toml")),
+];
 
 /// A recipe: a built-in name or a TOML file.
 #[derive(Debug, Clone)]
@@ -128,17 +130,29 @@ pub struct Recipe {
 impl Recipe {
     pub fn load(name_or_path: &str) -> Result<Self> {
         if let Some((name, text)) = BUILTIN_RECIPES.iter().find(|(n, _)| *n == name_or_path) {
-            let table = text.parse::<toml::Table>().map_err(|e| Error::invalid(format!("built-in recipe {name}: {e}")))?;
-            return Ok(Recipe { name: name.to_string(), table });
+            let table = text
+                .parse::<toml::Table>()
+                .map_err(|e| Error::invalid(format!("built-in recipe {name}: {e}")))?;
+            return Ok(Recipe {
+                name: name.to_string(),
+                table,
+            });
         }
         let path = Path::new(name_or_path);
         if !path.is_file() {
             let names: Vec<&str> = BUILTIN_RECIPES.iter().map(|(n, _)| *n).collect();
-            return Err(Error::invalid(format!("--recipe: \"{name_or_path}\" is neither a built-in recipe {names:?} nor a file")));
+            return Err(Error::invalid(format!(
+                "--recipe: \"{name_or_path}\" is neither a built-in recipe {names:?} nor a file"
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let table = text.parse::<toml::Table>().map_err(|e| Error::file(path, format!("invalid TOML: {}", e.message())))?;
-        Ok(Recipe { name: name_or_path.to_string(), table })
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| Error::file(path, format!("invalid TOML: {}", e.message())))?;
+        Ok(Recipe {
+            name: name_or_path.to_string(),
+            table,
+        })
     }
 
     /// The configuration for one method: top-level keys, then the method's table.
@@ -155,9 +169,17 @@ impl Recipe {
             }
         }
         merged.insert("method".into(), toml::Value::String(method.name().into()));
-        let config: TrainConfig = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::invalid(format!("recipe {} [{}]: {}", self.name, method.name(), e.message())))?;
+        let config: TrainConfig =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::invalid(format!(
+                        "recipe {} [{}]: {}",
+                        self.name,
+                        method.name(),
+                        e.message()
+                    ))
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -171,19 +193,28 @@ impl TrainConfig {
         }
         if self.method != Method::Zeroshot {
             if self.epochs == 0 || self.passes == 0 {
-                return bad(format!("{}: epochs and passes must be positive", self.method.name()));
+                return bad(format!(
+                    "{}: epochs and passes must be positive",
+                    self.method.name()
+                ));
             }
             if !(self.lr > 0.0 && self.lr.is_finite()) {
-                return bad(format!("{}: lr must be a positive number, got {}", self.method.name(), self.lr));
+                return bad(format!(
+                    "{}: lr must be a positive number, got {}",
+                    self.method.name(),
+                    self.lr
+                ));
             }
         }
         if self.weight_decay < 0.0 {
             return bad("weight_decay must not be negative".into());
         }
-        if let Some(a) = self.mlm_augment {
-            if a.mask < 0.0 || a.keep < 0.0 || a.random < 0.0 || a.mask + a.keep + a.random > 1.0 {
-                return bad("mlm_augment probabilities must be non-negative and sum to at most 1".into());
-            }
+        if let Some(a) = self.mlm_augment
+            && (a.mask < 0.0 || a.keep < 0.0 || a.random < 0.0 || a.mask + a.keep + a.random > 1.0)
+        {
+            return bad(
+                "mlm_augment probabilities must be non-negative and sum to at most 1".into(),
+            );
         }
         Ok(())
     }
@@ -207,11 +238,17 @@ mod tests {
     fn seed_recipe_resolves_per_method() {
         let r = Recipe::load("seed").unwrap();
         let p = r.resolve(Method::Ptune).unwrap();
-        assert_eq!((p.epochs, p.passes, p.lr, p.optimizer), (20, 50, 1e-5, OptimizerKind::Adam));
+        assert_eq!(
+            (p.epochs, p.passes, p.lr, p.optimizer),
+            (20, 50, 1e-5, OptimizerKind::Adam)
+        );
         assert_eq!(p.schedule, Schedule::Exponential(0.98));
         assert_eq!(p.fewshot, FewShot::Frac(0.01));
         let f = r.resolve(Method::Finetune).unwrap();
-        assert_eq!((f.epochs, f.lr, f.optimizer, f.schedule), (10, 5e-5, OptimizerKind::Adamw, Schedule::Linear(1500)));
+        assert_eq!(
+            (f.epochs, f.lr, f.optimizer, f.schedule),
+            (10, 5e-5, OptimizerKind::Adamw, Schedule::Linear(1500))
+        );
         assert_eq!(f.steps_per_epoch(113), 200);
         let back: TrainConfig = toml::from_str(&p.to_toml()).unwrap();
         assert_eq!(back, p);
@@ -230,7 +267,11 @@ mod tests {
         let p = dir.path().join("r.toml");
         let text = include_str!("../../recipes/seed.toml").replace("epochs = 20", "epochz = 20");
         std::fs::write(&p, text).unwrap();
-        let e = Recipe::load(p.to_str().unwrap()).unwrap().resolve(Method::Ptune).unwrap_err().to_string();
+        let e = Recipe::load(p.to_str().unwrap())
+            .unwrap()
+            .resolve(Method::Ptune)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("epochz"), "{e}");
     }
 }

@@ -16,10 +16,16 @@ use crate::prompt::Template;
 /// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once) or of a
 /// `zeroshot` run (the template's own `[unusedK]` embeddings). Fine-tuned runs change the
 /// backbone itself and cannot be adapters.
-pub fn export_run<B: Backend>(run_dir: &Path, model_dir: &ModelDir, device: &B::Device) -> Result<Adapter> {
+pub fn export_run<B: Backend>(
+    run_dir: &Path,
+    model_dir: &ModelDir,
+    device: &B::Device,
+) -> Result<Adapter> {
     let config_path = run_dir.join("config.toml");
-    let text = String::from_utf8(read_file(&config_path)?).map_err(|_| Error::file(&config_path, "not UTF-8"))?;
-    let config: TrainConfig = toml::from_str(&text).map_err(|e| Error::file(&config_path, e.message().to_string()))?;
+    let text = String::from_utf8(read_file(&config_path)?)
+        .map_err(|_| Error::file(&config_path, "not UTF-8"))?;
+    let config: TrainConfig =
+        toml::from_str(&text).map_err(|e| Error::file(&config_path, e.message().to_string()))?;
     let lm = model_dir.load::<B>(device)?;
     let tokenizer = model_dir.tokenizer()?;
     let template = Template::parse(&config.template, &tokenizer)?;
@@ -27,20 +33,36 @@ pub fn export_run<B: Backend>(run_dir: &Path, model_dir: &ModelDir, device: &B::
         Method::Ptune if !config.tune_lm => {
             let path = run_dir.join("best/prompt_encoder.safetensors");
             if !path.is_file() {
-                return Err(Error::file(&path, "missing: the run has no best checkpoint yet"));
+                return Err(Error::file(
+                    &path,
+                    "missing: the run has no best checkpoint yet",
+                ));
             }
             let encoder = load_prompt_encoder::<B>(&path, config.prompt_encoder, device)?;
             if encoder.n_prompts() != template.n_pseudo() {
-                return Err(Error::file(&path, format!("has {} prompts, the template {}", encoder.n_prompts(), template.n_pseudo())));
+                return Err(Error::file(
+                    &path,
+                    format!(
+                        "has {} prompts, the template {}",
+                        encoder.n_prompts(),
+                        template.n_pseudo()
+                    ),
+                ));
             }
-            (to_host(encoder.forward()).1, format!("{} (ptune, best valid epoch)", run_dir.display()))
+            (
+                to_host(encoder.forward()).1,
+                format!("{} (ptune, best valid epoch)", run_dir.display()),
+            )
         }
         Method::Zeroshot => {
             let ids = template.pseudo_ids();
             let vectors = if ids.is_empty() {
                 Vec::new()
             } else {
-                let t = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]), device);
+                let t = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+                    device,
+                );
                 to_host(lm.bert.embeddings.word_embeddings.weight.val().select(0, t)).1
             };
             (vectors, format!("{} (zeroshot)", run_dir.display()))
@@ -49,7 +71,11 @@ pub fn export_run<B: Backend>(run_dir: &Path, model_dir: &ModelDir, device: &B::
             return Err(Error::invalid(format!(
                 "{}: only ptune runs with a frozen LM (and zeroshot runs) can be exported; a {} run changed the backbone itself — use its best/ model directory instead",
                 run_dir.display(),
-                if config.tune_lm { "ptune --tune-lm" } else { config.method.name() }
+                if config.tune_lm {
+                    "ptune --tune-lm"
+                } else {
+                    config.method.name()
+                }
             )));
         }
     };

@@ -30,14 +30,32 @@ impl Metrics {
             .map(|(c, name)| {
                 let support = gold.iter().filter(|&&g| g == c).count();
                 let predicted = pred.iter().filter(|&&p| p == c).count();
-                let correct = gold.iter().zip(pred).filter(|&(&g, &p)| g == c && p == c).count();
-                let f1 = if support + predicted == 0 { 0.0 } else { 2.0 * correct as f64 / (support + predicted) as f64 };
-                ClassCounts { class: name.clone(), support, predicted, correct, f1 }
+                let correct = gold
+                    .iter()
+                    .zip(pred)
+                    .filter(|&(&g, &p)| g == c && p == c)
+                    .count();
+                let f1 = if support + predicted == 0 {
+                    0.0
+                } else {
+                    2.0 * correct as f64 / (support + predicted) as f64
+                };
+                ClassCounts {
+                    class: name.clone(),
+                    support,
+                    predicted,
+                    correct,
+                    f1,
+                }
             })
             .collect();
         let correct = gold.iter().zip(pred).filter(|(g, p)| g == p).count();
         Metrics {
-            accuracy: if gold.is_empty() { 0.0 } else { correct as f64 / gold.len() as f64 },
+            accuracy: if gold.is_empty() {
+                0.0
+            } else {
+                correct as f64 / gold.len() as f64
+            },
             macro_f1: per_class.iter().map(|c| c.f1).sum::<f64>() / classes.len().max(1) as f64,
             n: gold.len(),
             per_class,
@@ -56,7 +74,14 @@ mod tests {
         assert_eq!(m.accuracy, 0.75);
         // class 0: p=1, r=.5 → f1 2/3; class 1: p=2/3, r=1 → f1 .8
         assert!((m.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12);
-        assert_eq!((m.per_class[1].support, m.per_class[1].predicted, m.per_class[1].correct), (2, 3, 2));
+        assert_eq!(
+            (
+                m.per_class[1].support,
+                m.per_class[1].predicted,
+                m.per_class[1].correct
+            ),
+            (2, 3, 2)
+        );
         let all_one = Metrics::compute(&[0, 1], &[1, 1], &classes);
         assert_eq!(all_one.per_class[0].f1, 0.0);
     }

@@ -27,12 +27,21 @@ pub struct FusedAdam {
 impl FusedAdam {
     /// torch.optim.Adam(lr, weight_decay) (betas 0.9/0.999, eps 1e-8).
     pub fn adam(weight_decay: f64) -> Self {
-        FusedAdam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: false }
+        FusedAdam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            decoupled: false,
+        }
     }
 
     /// torch.optim.AdamW(lr, weight_decay).
     pub fn adamw(weight_decay: f64) -> Self {
-        FusedAdam { decoupled: true, ..Self::adam(weight_decay) }
+        FusedAdam {
+            decoupled: true,
+            ..Self::adam(weight_decay)
+        }
     }
 
     /// The optimizer for a module trained on `B`.
@@ -63,15 +72,34 @@ impl<B: Kernels> SimpleOptimizer<B> for FusedAdam {
             Some(s) => (s.m, s.v, s.step + 1),
             None => (tensor.zeros_like(), tensor.zeros_like(), 1),
         };
-        let h = AdamStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, decoupled: self.decoupled, step };
+        let h = AdamStep {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decoupled: self.decoupled,
+            step,
+        };
         let prim = |t: Tensor<B, D>| t.into_primitive().tensor();
         let (p, m, v) = B::adam_step(prim(tensor), prim(grad), prim(m), prim(v), &h);
         let wrap = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-        (wrap(p), Some(FusedAdamState { m: wrap(m), v: wrap(v), step }))
+        (
+            wrap(p),
+            Some(FusedAdamState {
+                m: wrap(m),
+                v: wrap(v),
+                step,
+            }),
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        FusedAdamState { m: state.m.to_device(device), v: state.v.to_device(device), step: state.step }
+        FusedAdamState {
+            m: state.m.to_device(device),
+            v: state.v.to_device(device),
+            step: state.step,
+        }
     }
 }
 
@@ -95,12 +123,27 @@ mod tests {
         let dev = Default::default();
         let w0 = Tensor::<Cpu, 2>::random([37, 19], Distribution::Normal(0.0, 1.0), &dev);
         let run = |fused: bool, decoupled: bool| {
-            let mut toy = Toy { w: burn::module::Param::from_tensor(Tensor::<CpuTrain, 2>::from_inner(w0.clone())) };
-            let mut fused_opt = if decoupled { FusedAdam::adamw(0.01) } else { FusedAdam::adam(5e-4) }.init::<CpuTrain, Toy<CpuTrain>>();
-            let mut adam = AdamConfig::new().with_epsilon(1e-8).with_weight_decay(Some(WeightDecayConfig::new(5e-4))).init::<CpuTrain, Toy<CpuTrain>>();
-            let mut adamw = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.01).init::<CpuTrain, Toy<CpuTrain>>();
+            let mut toy = Toy {
+                w: burn::module::Param::from_tensor(Tensor::<CpuTrain, 2>::from_inner(w0.clone())),
+            };
+            let mut fused_opt = if decoupled {
+                FusedAdam::adamw(0.01)
+            } else {
+                FusedAdam::adam(5e-4)
+            }
+            .init::<CpuTrain, Toy<CpuTrain>>();
+            let mut adam = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+                .init::<CpuTrain, Toy<CpuTrain>>();
+            let mut adamw = AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(0.01)
+                .init::<CpuTrain, Toy<CpuTrain>>();
             for step in 0..3 {
-                let loss = (toy.w.val() * toy.w.val().sin()).sum().mul_scalar(1.0 + step as f64);
+                let loss = (toy.w.val() * toy.w.val().sin())
+                    .sum()
+                    .mul_scalar(1.0 + step as f64);
                 let grads = GradientsParams::from_grads(loss.backward(), &toy);
                 toy = match (fused, decoupled) {
                     (true, _) => fused_opt.step(1e-2, toy, grads),
@@ -111,9 +154,15 @@ mod tests {
             toy.w.val().inner()
         };
         for decoupled in [false, true] {
-            let d: f32 = (run(true, decoupled) - run(false, decoupled)).abs().max().into_scalar();
+            let d: f32 = (run(true, decoupled) - run(false, decoupled))
+                .abs()
+                .max()
+                .into_scalar();
             assert!(d < 1e-6, "decoupled {decoupled}: {d}");
-            let moved: f32 = (run(true, decoupled) - w0.clone()).abs().max().into_scalar();
+            let moved: f32 = (run(true, decoupled) - w0.clone())
+                .abs()
+                .max()
+                .into_scalar();
             assert!(moved > 1e-3);
         }
     }

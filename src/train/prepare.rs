@@ -20,7 +20,11 @@ pub struct DataFiles {
 impl DataFiles {
     /// `train.tsv`, `valid.tsv` and `test.tsv` in one directory.
     pub fn in_dir(dir: &Path) -> Self {
-        DataFiles { train: dir.join("train.tsv"), valid: dir.join("valid.tsv"), test: dir.join("test.tsv") }
+        DataFiles {
+            train: dir.join("train.tsv"),
+            valid: dir.join("valid.tsv"),
+            test: dir.join("test.tsv"),
+        }
     }
 }
 
@@ -50,17 +54,32 @@ impl Prepared {
             )));
         }
         if config.method == Method::Ptune && template.n_pseudo() == 0 {
-            return Err(Error::invalid(format!("ptune needs pseudo tokens [P] in the template \"{}\"", config.template)));
+            return Err(Error::invalid(format!(
+                "ptune needs pseudo tokens [P] in the template \"{}\"",
+                config.template
+            )));
         }
         let pair = template.is_pair();
         let read = |p: &Path| read_tsv(p, &verbalizer.classes, pair);
         let encode = |rows: &[Example]| -> Result<EncodedSplit> {
             rows.iter()
-                .map(|e| Ok((template.encode(&tokenizer, &e.text_a, e.text_b.as_deref(), config.max_len)?, e.label)))
+                .map(|e| {
+                    Ok((
+                        template.encode(
+                            &tokenizer,
+                            &e.text_a,
+                            e.text_b.as_deref(),
+                            config.max_len,
+                        )?,
+                        e.label,
+                    ))
+                })
                 .collect()
         };
         let all_train = read(&data.train)?;
-        let fewshot = config.fewshot.select(&all_train, verbalizer.n_classes(), config.seed)?;
+        let fewshot = config
+            .fewshot
+            .select(&all_train, verbalizer.n_classes(), config.seed)?;
         let (valid, test) = (read(&data.valid)?, read(&data.test)?);
         Ok(Prepared {
             train: encode(&fewshot)?,

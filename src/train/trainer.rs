@@ -97,7 +97,11 @@ pub fn train<B: TrainBackend>(spec: &RunSpec, device: &B::Device) -> Result<Summ
 }
 
 /// As [`train`], with the data already read and encoded.
-pub fn train_prepared<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, device: &B::Device) -> Result<Summary> {
+pub fn train_prepared<B: TrainBackend>(
+    spec: &RunSpec,
+    prepared: &Prepared,
+    device: &B::Device,
+) -> Result<Summary> {
     let c = &spec.config;
     std::fs::create_dir_all(&spec.out_dir).map_err(|e| Error::io(&spec.out_dir, e))?;
     let config_path = spec.out_dir.join("config.toml");
@@ -109,35 +113,83 @@ pub fn train_prepared<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, devi
     );
     let checkpoints = Checkpoints::new(&spec.out_dir);
     if spec.resume && checkpoints.latest()?.is_some() {
-        let saved = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let saved_config: TrainConfig = toml::from_str(&saved).map_err(|e| Error::file(&config_path, e.message().to_string()))?;
+        let saved =
+            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let saved_config: TrainConfig = toml::from_str(&saved)
+            .map_err(|e| Error::file(&config_path, e.message().to_string()))?;
         if saved_config != *c {
-            return Err(Error::file(&config_path, "--resume: this run was started with a different configuration"));
+            return Err(Error::file(
+                &config_path,
+                "--resume: this run was started with a different configuration",
+            ));
         }
     } else {
         write_atomic(&config_path, config_text.as_bytes())?;
     }
-    let lm_config = if c.no_dropout { spec.model.config.clone().without_dropout() } else { spec.model.config.clone() };
+    let lm_config = if c.no_dropout {
+        spec.model.config.clone().without_dropout()
+    } else {
+        spec.model.config.clone()
+    };
     let lm = spec.model.load_with_config::<B>(&lm_config, device)?;
     let prompt = (c.method == Method::Ptune).then(|| {
         let ids = prepared.template.pseudo_ids();
-        let ids_t = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]), device);
-        let (shape, data) = to_host(lm.bert.embeddings.word_embeddings.weight.val().select(0, ids_t));
-        PromptEncoder::init(c.prompt_encoder, RawTensor::new(shape, data), &mut StdRng::seed_from_u64(c.seed), device)
+        let ids_t = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+            device,
+        );
+        let (shape, data) = to_host(
+            lm.bert
+                .embeddings
+                .word_embeddings
+                .weight
+                .val()
+                .select(0, ids_t),
+        );
+        PromptEncoder::init(
+            c.prompt_encoder,
+            RawTensor::new(shape, data),
+            &mut StdRng::seed_from_u64(c.seed),
+            device,
+        )
     });
-    let lm = if c.method == Method::Ptune && !c.tune_lm { lm.no_grad() } else { lm };
+    let lm = if c.method == Method::Ptune && !c.tune_lm {
+        lm.no_grad()
+    } else {
+        lm
+    };
     let model = PromptClassifier { lm, prompt };
     match (c.method, c.optimizer) {
         (Method::Zeroshot, _) => zero_shot(spec, prepared, model, device),
-        (_, OptimizerKind::Adam) => Loop { spec, prepared, checkpoints, device }.run(model, FusedAdam::adam(c.weight_decay).init()),
-        (_, OptimizerKind::Adamw) => Loop { spec, prepared, checkpoints, device }.run(model, FusedAdam::adamw(c.weight_decay).init()),
+        (_, OptimizerKind::Adam) => Loop {
+            spec,
+            prepared,
+            checkpoints,
+            device,
+        }
+        .run(model, FusedAdam::adam(c.weight_decay).init()),
+        (_, OptimizerKind::Adamw) => Loop {
+            spec,
+            prepared,
+            checkpoints,
+            device,
+        }
+        .run(model, FusedAdam::adamw(c.weight_decay).init()),
     }
 }
 
-fn zero_shot<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, model: PromptClassifier<B>, device: &B::Device) -> Result<Summary> {
+fn zero_shot<B: TrainBackend>(
+    spec: &RunSpec,
+    prepared: &Prepared,
+    model: PromptClassifier<B>,
+    device: &B::Device,
+) -> Result<Summary> {
     let start = Instant::now();
     let inner = model.valid();
-    let (valid, test) = (evaluate(&inner, prepared, &prepared.valid, spec, device), evaluate(&inner, prepared, &prepared.test, spec, device));
+    let (valid, test) = (
+        evaluate(&inner, prepared, &prepared.valid, spec, device),
+        evaluate(&inner, prepared, &prepared.test, spec, device),
+    );
     let record = EpochRecord {
         epoch: 0,
         step: 0,
@@ -151,16 +203,38 @@ fn zero_shot<B: TrainBackend>(spec: &RunSpec, prepared: &Prepared, model: Prompt
         eval_seconds: start.elapsed().as_secs_f64(),
     };
     if spec.progress {
-        eprintln!("zeroshot: valid {:.4}  test {:.4}", record.valid.accuracy, record.test.accuracy);
+        eprintln!(
+            "zeroshot: valid {:.4}  test {:.4}",
+            record.valid.accuracy, record.test.accuracy
+        );
     }
-    let summary = summarize(spec, prepared, &[record.clone()], 0, start.elapsed().as_secs_f64());
+    let summary = summarize(
+        spec,
+        prepared,
+        std::slice::from_ref(&record),
+        0,
+        start.elapsed().as_secs_f64(),
+    );
     write_outputs(spec, &[record], &summary)?;
     Ok(summary)
 }
 
-fn evaluate<B: Kernels>(model: &PromptClassifier<B>, prepared: &Prepared, split: &EncodedSplit, spec: &RunSpec, device: &B::Device) -> Metrics {
+fn evaluate<B: Kernels>(
+    model: &PromptClassifier<B>,
+    prepared: &Prepared,
+    split: &EncodedSplit,
+    spec: &RunSpec,
+    device: &B::Device,
+) -> Metrics {
     let encoded: Vec<_> = split.iter().map(|(e, _)| e.clone()).collect();
-    let scores = score_all(model, &encoded, &prepared.verbalizer.word_ids, spec.config.eval_batch, prepared.tokenizer.pad_id, device);
+    let scores = score_all(
+        model,
+        &encoded,
+        &prepared.verbalizer.word_ids,
+        spec.config.eval_batch,
+        prepared.tokenizer.pad_id,
+        device,
+    );
     let pred: Vec<usize> = scores.iter().map(|s| argmax(s)).collect();
     let gold: Vec<usize> = split.iter().map(|(_, l)| *l).collect();
     Metrics::compute(&gold, &pred, &prepared.verbalizer.classes)
@@ -176,7 +250,13 @@ fn trainable_params<B: AutodiffBackend>(model: &PromptClassifier<B>, c: &TrainCo
     }
 }
 
-fn summarize(spec: &RunSpec, prepared: &Prepared, history: &[EpochRecord], trainable: usize, wall: f64) -> Summary {
+fn summarize(
+    spec: &RunSpec,
+    prepared: &Prepared,
+    history: &[EpochRecord],
+    trainable: usize,
+    wall: f64,
+) -> Summary {
     let best = history
         .iter()
         .fold(None::<&EpochRecord>, |b, r| match b {
@@ -199,7 +279,11 @@ fn summarize(spec: &RunSpec, prepared: &Prepared, history: &[EpochRecord], train
         test_macro_f1_at_best_valid: best.test.macro_f1,
         best_test: history.iter().map(|r| r.test.accuracy).fold(0.0, f64::max),
         train_seconds,
-        examples_per_s: if train_seconds > 0.0 { examples as f64 / train_seconds } else { 0.0 },
+        examples_per_s: if train_seconds > 0.0 {
+            examples as f64 / train_seconds
+        } else {
+            0.0
+        },
         wall_seconds: wall,
     }
 }
@@ -218,31 +302,60 @@ fn write_outputs(spec: &RunSpec, history: &[EpochRecord], summary: &Summary) -> 
     };
     write_curves(
         &spec.out_dir.join("curve.svg"),
-        &format!("{} on {}", spec.config.method.name(), spec.model.dir.file_name().unwrap_or_default().to_string_lossy()),
-        &[series("valid accuracy", |r| r.valid.accuracy), series("test accuracy", |r| r.test.accuracy)],
+        &format!(
+            "{} on {}",
+            spec.config.method.name(),
+            spec.model
+                .dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
+        &[
+            series("valid accuracy", |r| r.valid.accuracy),
+            series("test accuracy", |r| r.test.accuracy),
+        ],
     )?;
     let json = serde_json::to_string_pretty(summary).expect("serialisable");
     write_atomic(&spec.out_dir.join("summary.json"), json.as_bytes())
 }
 
 /// Trainable weights by name: `prompt.<PyTorch name>` and, when the LM trains, `lm.<HF name>`.
-fn trainable_tensors<B: Backend>(model: &PromptClassifier<B>, lm_trains: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+fn trainable_tensors<B: Backend>(
+    model: &PromptClassifier<B>,
+    lm_trains: bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
     if let Some(p) = &model.prompt {
-        out.extend(p.named_tensors().into_iter().map(|(k, t)| (format!("prompt.{k}"), t.shape, t.data)));
+        out.extend(
+            p.named_tensors()
+                .into_iter()
+                .map(|(k, t)| (format!("prompt.{k}"), t.shape, t.data)),
+        );
     }
     if lm_trains {
-        out.extend(model.lm.hf_tensors().into_iter().map(|(k, s, d)| (format!("lm.{k}"), s, d)));
+        out.extend(
+            model
+                .lm
+                .hf_tensors()
+                .into_iter()
+                .map(|(k, s, d)| (format!("lm.{k}"), s, d)),
+        );
     }
     out
 }
 
 fn to_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-    safetensors_bytes(tensors.iter().map(|(k, s, d)| (k.clone(), &s[..], &d[..])), None)
+    safetensors_bytes(
+        tensors.iter().map(|(k, s, d)| (k.clone(), &s[..], &d[..])),
+        None,
+    )
 }
 
 fn sub_map(map: &TensorMap, prefix: &str) -> TensorMap {
-    map.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
+    map.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect()
 }
 
 struct Loop<'a, B: TrainBackend> {
@@ -271,20 +384,34 @@ impl<B: TrainBackend> Loop<'_, B> {
         let c = &self.spec.config;
         let start = Instant::now();
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let mut state = TrainerState { epoch: 0, step: 0, history: Vec::new(), wall_seconds: 0.0 };
-        if self.spec.resume {
-            if let Some(dir) = self.checkpoints.latest()? {
-                (model, optim, state) = self.restore(&dir, model, optim, &recorder)?;
-                if self.spec.progress {
-                    eprintln!("resuming from {} (epoch {} done, step {})", dir.display(), state.epoch, state.step);
-                }
+        let mut state = TrainerState {
+            epoch: 0,
+            step: 0,
+            history: Vec::new(),
+            wall_seconds: 0.0,
+        };
+        if self.spec.resume
+            && let Some(dir) = self.checkpoints.latest()?
+        {
+            (model, optim, state) = self.restore(&dir, model, optim, &recorder)?;
+            if self.spec.progress {
+                eprintln!(
+                    "resuming from {} (epoch {} done, step {})",
+                    dir.display(),
+                    state.epoch,
+                    state.step
+                );
             }
         }
         let wall_before = state.wall_seconds;
         let trainable = trainable_params(&model, c);
         let n = self.prepared.train.len();
         let steps = c.steps_per_epoch(n);
-        let mut best_valid = state.history.iter().map(|r| r.valid.accuracy).fold(-1.0, f64::max);
+        let mut best_valid = state
+            .history
+            .iter()
+            .map(|r| r.valid.accuracy)
+            .fold(-1.0, f64::max);
         for epoch in state.epoch + 1..=c.epochs {
             let seed = epoch_seed(c.seed, epoch);
             let mut rng = StdRng::seed_from_u64(seed);
@@ -301,10 +428,18 @@ impl<B: TrainBackend> Loop<'_, B> {
                 }
                 let take = c.batch_size.min(order.len());
                 let idx: Vec<usize> = (0..take).map(|_| order.pop().expect("non-empty")).collect();
-                let items: Vec<_> = idx.iter().map(|&i| (&self.prepared.train[i].0, self.prepared.train[i].1)).collect();
+                let items: Vec<_> = idx
+                    .iter()
+                    .map(|&i| (&self.prepared.train[i].0, self.prepared.train[i].1))
+                    .collect();
                 let mut batch = Batch::collate(&items, self.prepared.tokenizer.pad_id);
                 if let Some(aug) = c.mlm_augment {
-                    aug.apply(&mut batch, &mut rng, self.prepared.tokenizer.mask_id, self.prepared.tokenizer.vocab_size());
+                    aug.apply(
+                        &mut batch,
+                        &mut rng,
+                        self.prepared.tokenizer.mask_id,
+                        self.prepared.tokenizer.vocab_size(),
+                    );
                 } else {
                     for &p in &batch.mask_positions {
                         batch.ids[p] = self.prepared.tokenizer.mask_id;
@@ -312,11 +447,16 @@ impl<B: TrainBackend> Loop<'_, B> {
                 }
                 batch.set_label_targets(&self.prepared.verbalizer.word_ids);
                 lr = c.schedule.lr(c.lr, epoch, state.step);
-                let (value, grads) = self.loss_and_grads(&model, &batch, mix(seed, state.step as u64));
+                let (value, grads) =
+                    self.loss_and_grads(&model, &batch, mix(seed, state.step as u64));
                 if !value.is_finite() {
                     bar.abandon();
                     let kept = match self.checkpoints.latest()? {
-                        Some(d) => format!("the last good checkpoint (epoch {}) is kept in {}", state.epoch, d.display()),
+                        Some(d) => format!(
+                            "the last good checkpoint (epoch {}) is kept in {}",
+                            state.epoch,
+                            d.display()
+                        ),
                         None => "no epoch had completed, so there is no checkpoint".to_string(),
                     };
                     return Err(Error::Diverged(format!(
@@ -329,14 +469,30 @@ impl<B: TrainBackend> Loop<'_, B> {
                 loss_sum += value;
                 examples += take;
                 bar.inc(1);
-                bar.set_message(format!("loss {:.4}  lr {lr:.2e}  {:.1} ex/s", loss_sum / (s + 1) as f64, examples as f64 / t0.elapsed().as_secs_f64()));
+                bar.set_message(format!(
+                    "loss {:.4}  lr {lr:.2e}  {:.1} ex/s",
+                    loss_sum / (s + 1) as f64,
+                    examples as f64 / t0.elapsed().as_secs_f64()
+                ));
             }
             bar.finish_and_clear();
             let train_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let inner = model.valid();
-            let valid = evaluate(&inner, self.prepared, &self.prepared.valid, self.spec, self.device);
-            let test = evaluate(&inner, self.prepared, &self.prepared.test, self.spec, self.device);
+            let valid = evaluate(
+                &inner,
+                self.prepared,
+                &self.prepared.valid,
+                self.spec,
+                self.device,
+            );
+            let test = evaluate(
+                &inner,
+                self.prepared,
+                &self.prepared.test,
+                self.spec,
+                self.device,
+            );
             let record = EpochRecord {
                 epoch,
                 step: state.step,
@@ -372,20 +528,39 @@ impl<B: TrainBackend> Loop<'_, B> {
             state.epoch = epoch;
             state.wall_seconds = wall_before + start.elapsed().as_secs_f64();
             self.save_checkpoint(&model, &optim, &state, &recorder)?;
-            let summary = summarize(self.spec, self.prepared, &state.history, trainable, state.wall_seconds);
+            let summary = summarize(
+                self.spec,
+                self.prepared,
+                &state.history,
+                trainable,
+                state.wall_seconds,
+            );
             write_outputs(self.spec, &state.history, &summary)?;
         }
         if state.history.is_empty() {
-            return Err(Error::invalid("no epoch to run (the run had already finished; remove --resume to start over)"));
+            return Err(Error::invalid(
+                "no epoch to run (the run had already finished; remove --resume to start over)",
+            ));
         }
-        let summary = summarize(self.spec, self.prepared, &state.history, trainable, wall_before + start.elapsed().as_secs_f64());
+        let summary = summarize(
+            self.spec,
+            self.prepared,
+            &state.history,
+            trainable,
+            wall_before + start.elapsed().as_secs_f64(),
+        );
         write_outputs(self.spec, &state.history, &summary)?;
         Ok(summary)
     }
 
     /// Loss (mean over the batch's targets) and its gradients, the batch's row groups computed
     /// on parallel threads, each with its own autodiff graph and dropout stream.
-    fn loss_and_grads(&self, model: &PromptClassifier<B>, batch: &Batch, step_seed: u64) -> (f64, GradientsParams) {
+    fn loss_and_grads(
+        &self,
+        model: &PromptClassifier<B>,
+        batch: &Batch,
+        step_seed: u64,
+    ) -> (f64, GradientsParams) {
         use rayon::prelude::*;
         let parts = batch.split_rows(self.spec.micro_batches);
         let total = batch.targets.len() as f64;
@@ -395,9 +570,15 @@ impl<B: TrainBackend> Loop<'_, B> {
             .map(|(i, part)| {
                 // `fork` gives each part its own autodiff leaves (same parameter ids), so the
                 // parts' graphs stay separate and backpropagate concurrently.
-                let model = if parts.len() > 1 { model.clone().fork(self.device) } else { model.clone() };
+                let model = if parts.len() > 1 {
+                    model.clone().fork(self.device)
+                } else {
+                    model.clone()
+                };
                 let weight = part.targets.len() as f64 / total;
-                let loss = model.loss(part, Some(mix(step_seed, i as u64)), self.device).mul_scalar(weight);
+                let loss = model
+                    .loss(part, Some(mix(step_seed, i as u64)), self.device)
+                    .mul_scalar(weight);
                 let value: f64 = loss.clone().into_scalar().elem();
                 (value, GradientsParams::from_grads(loss.backward(), &model))
             })
@@ -417,11 +598,17 @@ impl<B: TrainBackend> Loop<'_, B> {
         }
         let bar = indicatif::ProgressBar::new(steps as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
-        bar.set_prefix(format!("{} epoch {epoch}/{}", self.spec.config.method.name(), self.spec.config.epochs));
+        bar.set_prefix(format!(
+            "{} epoch {epoch}/{}",
+            self.spec.config.method.name(),
+            self.spec.config.epochs
+        ));
         bar
     }
 
@@ -430,11 +617,21 @@ impl<B: TrainBackend> Loop<'_, B> {
     fn save_best(&self, model: &PromptClassifier<B::InnerBackend>, epoch: usize) -> Result<()> {
         let dir = self.spec.out_dir.join("best");
         if let Some(p) = &model.prompt {
-            let named: Vec<(String, Vec<usize>, Vec<f32>)> = p.named_tensors().into_iter().map(|(k, t)| (k, t.shape, t.data)).collect();
-            write_atomic(&dir.join("prompt_encoder.safetensors"), &to_safetensors(&named))?;
+            let named: Vec<(String, Vec<usize>, Vec<f32>)> = p
+                .named_tensors()
+                .into_iter()
+                .map(|(k, t)| (k, t.shape, t.data))
+                .collect();
+            write_atomic(
+                &dir.join("prompt_encoder.safetensors"),
+                &to_safetensors(&named),
+            )?;
         }
         if self.lm_trains() {
-            write_atomic(&dir.join("model.safetensors"), &to_safetensors(&model.lm.hf_tensors()))?;
+            write_atomic(
+                &dir.join("model.safetensors"),
+                &to_safetensors(&model.lm.hf_tensors()),
+            )?;
             for f in ["config.json", "vocab.txt"] {
                 let src = self.spec.model.dir.join(f);
                 let bytes = crate::error::read_file(&src)?;
@@ -450,21 +647,39 @@ impl<B: TrainBackend> Loop<'_, B> {
             "max_len": self.spec.config.max_len,
             "base_model": self.spec.model.dir.display().to_string(),
         });
-        write_atomic(&dir.join("run.json"), serde_json::to_string_pretty(&info).expect("json").as_bytes())
+        write_atomic(
+            &dir.join("run.json"),
+            serde_json::to_string_pretty(&info)
+                .expect("json")
+                .as_bytes(),
+        )
     }
 
-    fn save_checkpoint<O>(&self, model: &PromptClassifier<B>, optim: &O, state: &TrainerState, recorder: &BinBytesRecorder<FullPrecisionSettings>) -> Result<()>
+    fn save_checkpoint<O>(
+        &self,
+        model: &PromptClassifier<B>,
+        optim: &O,
+        state: &TrainerState,
+        recorder: &BinBytesRecorder<FullPrecisionSettings>,
+    ) -> Result<()>
     where
         O: Optimizer<PromptClassifier<B>, B>,
     {
         let weights = to_safetensors(&trainable_tensors(model, self.lm_trains()));
-        let optim_bytes = recorder
-            .record(optim.to_record(), ())
-            .map_err(|e| Error::file(self.checkpoints.dir(), format!("cannot serialise the optimizer state: {e}")))?;
+        let optim_bytes = recorder.record(optim.to_record(), ()).map_err(|e| {
+            Error::file(
+                self.checkpoints.dir(),
+                format!("cannot serialise the optimizer state: {e}"),
+            )
+        })?;
         let state_json = serde_json::to_vec_pretty(state).expect("serialisable");
         self.checkpoints.write(
             state.epoch,
-            &[("trainable.safetensors", &weights), ("optimizer.bin", &optim_bytes), ("state.json", &state_json)],
+            &[
+                ("trainable.safetensors", &weights),
+                ("optimizer.bin", &optim_bytes),
+                ("state.json", &state_json),
+            ],
         )?;
         Ok(())
     }
@@ -481,24 +696,40 @@ impl<B: TrainBackend> Loop<'_, B> {
     {
         let read = |f: &str| crate::error::read_file(&dir.join(f));
         let state_path = dir.join("state.json");
-        let state: TrainerState = serde_json::from_slice(&read("state.json")?).map_err(|e| Error::file(&state_path, e.to_string()))?;
+        let state: TrainerState = serde_json::from_slice(&read("state.json")?)
+            .map_err(|e| Error::file(&state_path, e.to_string()))?;
         let weights_path = dir.join("trainable.safetensors");
-        let map: TensorMap = parse_safetensors(&read("trainable.safetensors")?).map_err(|m| Error::file(&weights_path, m))?;
+        let map: TensorMap = parse_safetensors(&read("trainable.safetensors")?)
+            .map_err(|m| Error::file(&weights_path, m))?;
         let PromptClassifier { mut lm, mut prompt } = model;
         if let Some(p) = &prompt {
             let kind = p.kind();
-            prompt = Some(PromptEncoder::from_tensors(kind, &sub_map(&map, "prompt."), self.device).map_err(|m| Error::file(&weights_path, m))?);
+            prompt = Some(
+                PromptEncoder::from_tensors(kind, &sub_map(&map, "prompt."), self.device)
+                    .map_err(|m| Error::file(&weights_path, m))?,
+            );
         }
         if self.lm_trains() {
-            let config = if self.spec.config.no_dropout { self.spec.model.config.clone().without_dropout() } else { self.spec.model.config.clone() };
+            let config = if self.spec.config.no_dropout {
+                self.spec.model.config.clone().without_dropout()
+            } else {
+                self.spec.model.config.clone()
+            };
             let mut w = Weights::new(&weights_path, sub_map(&map, "lm."))?;
             lm = BertForMaskedLM::from_weights(&config, &mut w, self.device);
             w.finish()?;
         }
         let bytes = read("optimizer.bin")?;
-        let record = recorder
-            .load(bytes, self.device)
-            .map_err(|e| Error::file(dir.join("optimizer.bin"), format!("cannot read the optimizer state: {e}")))?;
-        Ok((PromptClassifier { lm, prompt }, optim.load_record(record), state))
+        let record = recorder.load(bytes, self.device).map_err(|e| {
+            Error::file(
+                dir.join("optimizer.bin"),
+                format!("cannot read the optimizer state: {e}"),
+            )
+        })?;
+        Ok((
+            PromptClassifier { lm, prompt },
+            optim.load_record(record),
+            state,
+        ))
     }
 }
