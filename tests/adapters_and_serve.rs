@@ -142,6 +142,37 @@ fn adapters_predict_like_their_runs_and_serve() {
         );
     }
 
+    // stdin and TSV output give the same labels as a file and JSONL
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ptune"))
+        .args([
+            "predict",
+            "--adapter",
+            pt.to_str().unwrap(),
+            "--input",
+            "-",
+            "--batch-size",
+            "64",
+        ])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&fs::read(&valid).unwrap()).unwrap();
+    }
+    let tsv = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let mut lines = tsv.lines();
+    assert_eq!(lines.next(), Some("label\tp_0\tp_1\ttext"));
+    let tsv_labels: Vec<&str> = lines.map(|l| l.split('\t').next().unwrap()).collect();
+    let jsonl_labels: Vec<String> = predict_jsonl(&pt, &valid)
+        .iter()
+        .map(|p| p["label"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tsv_labels, jsonl_labels);
+
     // The server answers like `predict`, for two tasks on one backbone.
     let texts: Vec<String> = fs::read_to_string(&valid)
         .unwrap()
