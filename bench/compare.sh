@@ -90,7 +90,9 @@ for model in shapes:
         gf = ""
         if "tokens" in p:
             L, H, I = shapes[model]
-            flops = 2 * p["tokens"] * L * (4 * H * H + 2 * H * I)
+            # dense layers actually computed: every layer but the last at every token; the
+            # last one only projects keys and values there (its rest runs at [MASK] alone)
+            flops = 2 * p["tokens"] * ((L - 1) * (4 * H * H + 2 * H * I) + 2 * H * H)
             gf = f"{flops / p['seconds'] / 1e9:.0f} ({100 * flops / p['seconds'] / PEAK:.0f}% of peak)"
         print(f"| {model} | {w} (examples/s) | {p['examples_per_s']:.1f} | {t['examples_per_s']:.1f} | {p['examples_per_s']/t['examples_per_s']:.2f}x | {gf} |")
         if "max_rss_kib" in p:

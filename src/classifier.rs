@@ -77,6 +77,24 @@ impl<B: Kernels> PromptClassifier<B> {
         hidden.reshape([b * l, h])
     }
 
+    /// Last hidden state at flat `positions` only (inference; see
+    /// [`BertForMaskedLM::encode_rows`]), `[positions.len(), hidden]`.
+    pub fn hidden_rows(
+        &self,
+        batch: &Batch,
+        positions: &[u32],
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        let embeds = self.input_embeddings(batch, device);
+        let types = batch
+            .has_token_types()
+            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
+        let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
+        let positions = int_tensor::<B, 1>(positions, [positions.len()], device);
+        self.lm.encode_rows(embeds, types, &mask, positions)
+    }
+
     /// Mean cross-entropy over the full vocabulary at the batch's targets (MLM head applied
     /// only at those positions). Dropout is on iff `dropout_seed` is given.
     pub fn loss(
@@ -110,9 +128,7 @@ impl<B: Kernels> PromptClassifier<B> {
         let n_classes = word_ids.len();
         let flat_words: Vec<u32> = word_ids.iter().flatten().copied().collect();
         let positions: Vec<u32> = batch.mask_positions.iter().map(|&p| p as u32).collect();
-        let hidden = self
-            .hidden(batch, None, device)
-            .select(0, int_tensor::<B, 1>(&positions, [positions.len()], device));
+        let hidden = self.hidden_rows(batch, &positions, device);
         let logits = self.lm.mlm_logits_for(
             hidden,
             int_tensor::<B, 1>(&flat_words, [flat_words.len()], device),

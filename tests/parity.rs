@@ -230,3 +230,69 @@ fn fill_mask_top5_matches_transformers() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Classification computes the last layer only at `[MASK]` rows; its class scores must equal
+/// the label words' logits read from the full forward pass (itself checked against
+/// transformers above), with the `[MASK]` at a different position in every example.
+#[test]
+fn scores_at_mask_equal_full_forward_logits() {
+    use ptune::classifier::PromptClassifier;
+    use ptune::data::Batch;
+    use ptune::prompt::{Template, Verbalizer};
+
+    let dir = ModelDir::open(&zh_mini()).unwrap();
+    let tok = dir.tokenizer().unwrap();
+    let texts = [
+        "这个手机很好用",
+        "质量太差了，不推荐购买。",
+        "好",
+        "物流很快，包装完好，但是电池不耐用，总体还可以吧",
+    ];
+    for spec in [
+        "{text} [MASK]",
+        "[MASK]满意。{text}",
+        "[P]*2 {text} [MASK][MASK]",
+    ] {
+        let template = Template::parse(spec, &tok).unwrap();
+        let labels = if template.n_mask() == 1 {
+            "0=不,1=很"
+        } else {
+            "0=不好,1=很好"
+        };
+        let words = Verbalizer::parse(labels, &tok, template.n_mask())
+            .unwrap()
+            .word_ids;
+        let encoded: Vec<_> = texts
+            .iter()
+            .map(|t| template.encode(&tok, t, None, 64).unwrap())
+            .collect();
+        let items: Vec<_> = encoded.iter().map(|e| (e, 0usize)).collect();
+        let batch = Batch::collate(&items, 0);
+        let classifier = PromptClassifier {
+            lm: dir.load::<Cpu>(&Default::default()).unwrap(),
+            prompt: None,
+        };
+        let scores = classifier.class_scores(&batch, &words, &Default::default());
+
+        let rows = |flat: &[u32]| -> Vec<Vec<u32>> {
+            flat.chunks(batch.seq_len).map(|r| r.to_vec()).collect()
+        };
+        let (shape, full) = logits(&classifier.lm, &rows(&batch.ids), &rows(&batch.attention));
+        let vocab = shape[2];
+        let n_mask = template.n_mask();
+        for (i, row_scores) in scores.iter().enumerate() {
+            for (c, ids) in words.iter().enumerate() {
+                let expected: f32 = (0..n_mask)
+                    .map(|k| full[batch.mask_positions[i * n_mask + k] * vocab + ids[k] as usize])
+                    .sum::<f32>()
+                    / n_mask as f32;
+                let diff = (row_scores[c] - expected).abs();
+                assert!(
+                    diff <= 1e-4,
+                    "{spec}: example {i} class {c}: {} vs {expected}",
+                    row_scores[c]
+                );
+            }
+        }
+    }
+}

@@ -106,18 +106,23 @@ pub struct BertSelfAttention<B: Backend> {
 }
 
 impl<B: Kernels> BertSelfAttention<B> {
+    /// Attention of `queries` `[batch, q, hidden]` over the keys and values of `x`
+    /// `[batch, len, hidden]`; `queries` is `x` itself except when only some rows of the
+    /// output are wanted (see [`BertForMaskedLM::encode_rows`]).
     pub fn forward(
         &self,
+        queries: Tensor<B, 3>,
         x: Tensor<B, 3>,
         mask: &AttentionMask<B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
+        let lq = queries.dims()[1];
         let nh = self.num_heads;
-        let split = |t: Tensor<B, 3>| t.reshape([b, l, nh, h / nh]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+        let split = |t: Tensor<B, 3>, len: usize| t.reshape([b, len, nh, h / nh]).swap_dims(1, 2);
+        let q = split(self.query.forward(queries), lq);
+        let k = split(self.key.forward(x.clone()), l);
+        let v = split(self.value.forward(x), l);
         // Softmax attention on strided head views (no copies), with the padding bias and the
         // softmax fused into one kernel; measured faster on the CPU backend than its fused
         // attention, which first makes q, k and v contiguous.
@@ -217,8 +222,24 @@ impl<B: Kernels> BertLayer<B> {
         mask: &AttentionMask<B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        let a = self.attention.self_attention.forward(x.clone(), mask, seed);
-        let a = self.attention.output.forward(a, x, seed);
+        self.forward_rows(x.clone(), x, mask, seed)
+    }
+
+    /// The layer's output at some rows only: `rows` `[batch, k, hidden]` are those rows of
+    /// the input `x` `[batch, len, hidden]`. Every row attends to all of `x`, so the result
+    /// equals the same rows of [`Self::forward`] at a fraction of the cost.
+    pub fn forward_rows(
+        &self,
+        rows: Tensor<B, 3>,
+        x: Tensor<B, 3>,
+        mask: &AttentionMask<B>,
+        seed: Option<u64>,
+    ) -> Tensor<B, 3> {
+        let a = self
+            .attention
+            .self_attention
+            .forward(rows.clone(), x, mask, seed);
+        let a = self.attention.output.forward(a, rows, seed);
         let i = self
             .intermediate
             .act
@@ -290,6 +311,39 @@ impl<B: Kernels> BertForMaskedLM<B> {
             x = layer.forward(x, mask, dropout_seed);
         }
         x
+    }
+
+    /// Like [`Self::encode`], but only the last hidden state's rows at `positions` (flat
+    /// indices into `[batch * len]`, the same number `k` per example, example-major) as
+    /// `[batch * k, hidden]`. The last layer runs its queries, feed-forward and LayerNorms
+    /// on those rows alone; nothing after it reads the other rows when only `[MASK]` is
+    /// scored, so classification skips most of that layer.
+    pub fn encode_rows(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        token_type_ids: Option<Tensor<B, 2, Int>>,
+        mask: &AttentionMask<B>,
+        positions: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2> {
+        let [b, l, h] = inputs_embeds.dims();
+        let n = positions.dims()[0];
+        let layers = &self.bert.encoder.layer;
+        let mut x = self
+            .bert
+            .embeddings
+            .forward(inputs_embeds, token_type_ids, None);
+        let Some((last, rest)) = layers.split_last() else {
+            return x.reshape([b * l, h]).select(0, positions);
+        };
+        for layer in rest {
+            x = layer.forward(x, mask, None);
+        }
+        let rows = x
+            .clone()
+            .reshape([b * l, h])
+            .select(0, positions)
+            .reshape([b, n / b, h]);
+        last.forward_rows(rows, x, mask, None).reshape([n, h])
     }
 
     /// The decoder matrix `[vocab, hidden]`.
