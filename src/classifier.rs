@@ -59,6 +59,21 @@ impl<B: Kernels> PromptClassifier<B> {
         embeds.mask_where(mask, spliced)
     }
 
+    /// The encoder's inputs for a batch: embeddings with the prompt vectors spliced in, token
+    /// types (when the template has a second segment) and the padding mask.
+    fn encoder_inputs(
+        &self,
+        batch: &Batch,
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 2, Int>>, AttentionMask<B>) {
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        let types = batch
+            .has_token_types()
+            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
+        let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
+        (self.input_embeddings(batch, device), types, mask)
+    }
+
     /// Last hidden state, flattened to `[batch * len, hidden]`; dropout on iff `dropout_seed`.
     pub fn hidden(
         &self,
@@ -66,14 +81,9 @@ impl<B: Kernels> PromptClassifier<B> {
         dropout_seed: Option<u64>,
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let (b, l) = (batch.batch_size, batch.seq_len);
-        let embeds = self.input_embeddings(batch, device);
-        let types = batch
-            .has_token_types()
-            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
-        let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
+        let (embeds, types, mask) = self.encoder_inputs(batch, device);
         let hidden = self.lm.encode(embeds, types, &mask, dropout_seed);
-        let h = hidden.dims()[2];
+        let [b, l, h] = hidden.dims();
         hidden.reshape([b * l, h])
     }
 
@@ -85,12 +95,7 @@ impl<B: Kernels> PromptClassifier<B> {
         positions: &[u32],
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let (b, l) = (batch.batch_size, batch.seq_len);
-        let embeds = self.input_embeddings(batch, device);
-        let types = batch
-            .has_token_types()
-            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
-        let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
+        let (embeds, types, mask) = self.encoder_inputs(batch, device);
         let positions = int_tensor::<B, 1>(positions, [positions.len()], device);
         self.lm.encode_rows(embeds, types, &mask, positions)
     }

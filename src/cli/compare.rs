@@ -13,7 +13,7 @@ use super::{Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `quick` (~5 minutes on 2 cores) or `seed` (the full published recipe).
+    /// `quick` (about 2 minutes on 2 cores) or `seed` (the full published recipe).
     #[arg(long, default_value = "quick")]
     profile: String,
     /// Methods to run, in order.
