@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod plot;

@@ -405,6 +405,7 @@ impl<B: TrainBackend> Loop<'_, B> {
         }
         let wall_before = state.wall_seconds;
         let trainable = trainable_params(&model, c);
+        let _memory = crate::train::memory::LowPeakWhileLarge::new(trainable);
         let n = self.prepared.train.len();
         let steps = c.steps_per_epoch(n);
         let mut best_valid = state
