@@ -30,32 +30,19 @@ impl Throughput {
     }
 }
 
-/// Scores `examples` in batches taken in the given order (each padded to its longest row, as
-/// a naive loop over a shuffled data set does), one batch after another.
-pub fn forward_in_order<B: crate::model::kernels::Kernels>(
-    model: &PromptClassifier<B>,
-    examples: &[Encoded],
-    word_ids: &[Vec<u32>],
-    batch_size: usize,
-    pad_id: u32,
-    device: &B::Device,
-) -> Throughput {
-    let start = Instant::now();
-    for chunk in examples.chunks(batch_size) {
-        let items: Vec<_> = chunk.iter().map(|e| (e, 0usize)).collect();
-        model.class_scores(&Batch::collate(&items, pad_id), word_ids, device);
-    }
-    let tokens = examples.iter().map(|e| e.ids.len()).sum();
-    Throughput::new(
-        "forward, file-order batches",
-        examples.len(),
-        tokens,
-        start.elapsed().as_secs_f64(),
-    )
+/// How [`scoring`] forms its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOrder {
+    /// Batches in file order, each padded to its longest row (as a naive loop over a
+    /// shuffled data set does), one after another.
+    FileOrder,
+    /// ptune's evaluation path: length-sorted batches scored on all cores.
+    LengthSorted,
 }
 
-/// ptune's evaluation path: length-sorted batches scored on all cores.
-pub fn evaluation<B: crate::model::kernels::Kernels>(
+/// Times scoring every example's class at `[MASK]`.
+pub fn scoring<B: crate::model::kernels::Kernels>(
+    order: BatchOrder,
     model: &PromptClassifier<B>,
     examples: &[Encoded],
     word_ids: &[Vec<u32>],
@@ -64,12 +51,19 @@ pub fn evaluation<B: crate::model::kernels::Kernels>(
     device: &B::Device,
 ) -> Throughput {
     let start = Instant::now();
-    score_all(model, examples, word_ids, batch_size, pad_id, device);
+    let what = match order {
+        BatchOrder::FileOrder => {
+            for chunk in examples.chunks(batch_size) {
+                let items: Vec<_> = chunk.iter().map(|e| (e, 0usize)).collect();
+                model.class_scores(&Batch::collate(&items, pad_id), word_ids, device);
+            }
+            "forward, file-order batches"
+        }
+        BatchOrder::LengthSorted => {
+            score_all(model, examples, word_ids, batch_size, pad_id, device);
+            "evaluation (length-sorted batches)"
+        }
+    };
     let tokens = examples.iter().map(|e| e.ids.len()).sum();
-    Throughput::new(
-        "evaluation (length-sorted batches)",
-        examples.len(),
-        tokens,
-        start.elapsed().as_secs_f64(),
-    )
+    Throughput::new(what, examples.len(), tokens, start.elapsed().as_secs_f64())
 }

@@ -70,25 +70,20 @@ impl Job for Bench {
                         lm: model_dir.load::<B::InnerBackend>(&device)?,
                         prompt: None,
                     };
-                    let t = if what == "forward" {
-                        ptune::bench::forward_in_order(
-                            &model,
-                            &encoded,
-                            &verbalizer.word_ids,
-                            a.batch_size,
-                            tokenizer.pad_id,
-                            &device,
-                        )
+                    let order = if what == "forward" {
+                        ptune::bench::BatchOrder::FileOrder
                     } else {
-                        ptune::bench::evaluation(
-                            &model,
-                            &encoded,
-                            &verbalizer.word_ids,
-                            a.batch_size,
-                            tokenizer.pad_id,
-                            &device,
-                        )
+                        ptune::bench::BatchOrder::LengthSorted
                     };
+                    let t = ptune::bench::scoring(
+                        order,
+                        &model,
+                        &encoded,
+                        &verbalizer.word_ids,
+                        a.batch_size,
+                        tokenizer.pad_id,
+                        &device,
+                    );
                     println!("{}", serde_json::to_string(&t).expect("json"));
                 }
                 "ptune" | "finetune" => {

@@ -747,30 +747,20 @@ impl Kernels for burn::backend::Flex {
     }
 }
 
+/// A one-input op whose gradient is `backward(saved, grad)` from one saved tensor (GELU saves
+/// its input, softmax its output).
 #[derive(Debug)]
-struct GeluBackward;
-
-impl<B: Kernels> Backward<B, 1> for GeluBackward {
-    type State = FloatTensor<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::gelu_exact_backward(x, grad)
-        });
-    }
+struct SavedTensorBackward<B: Backend> {
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 }
 
-#[derive(Debug)]
-struct SoftmaxBackward;
-
-impl<B: Kernels> Backward<B, 1> for SoftmaxBackward {
+impl<B: Kernels> Backward<B, 1> for SavedTensorBackward<B> {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let y = ops.state;
+        let saved = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_backward(y, grad)
+            (self.backward)(saved, grad)
         });
     }
 }
@@ -831,7 +821,10 @@ impl<B: Kernels> Backward<B, 1> for MergeHeadsBackward {
 
 impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match GeluBackward
+        let backward = SavedTensorBackward::<B> {
+            backward: B::gelu_exact_backward,
+        };
+        match backward
             .prepare::<C>([x.node.clone()])
             .compute_bound()
             .stateful()
@@ -846,7 +839,10 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
 
     /// The scores are tracked; the bias (the padding mask) is a constant.
     fn softmax_with_bias(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SoftmaxBackward
+        let backward = SavedTensorBackward::<B> {
+            backward: B::softmax_backward,
+        };
+        match backward
             .prepare::<C>([scores.node.clone()])
             .compute_bound()
             .stateful()
