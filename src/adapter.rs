@@ -170,6 +170,14 @@ impl Adapter {
                 lm.hidden_size()
             )));
         }
+        if self.info.max_len > lm.max_positions() || self.info.max_len <= template.fixed_len() {
+            return Err(Error::invalid(format!(
+                "adapter: max_len {} must be in {}..={} (the template's fixed tokens + 1 .. the backbone's positions)",
+                self.info.max_len,
+                template.fixed_len() + 1,
+                lm.max_positions()
+            )));
+        }
         let prompt = (self.info.n_prompts > 0).then(|| {
             let mut map = std::collections::BTreeMap::new();
             map.insert(

@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod pretrain;
 pub mod prompt;
 pub mod serve;
 pub mod tokenizer;

@@ -82,6 +82,15 @@ impl BertTokenizer {
             .unwrap_or_else(|e| panic!("BERT tokenization cannot fail: {e}"))
     }
 
+    /// Token ids of `text` and each token's byte range in `text`.
+    pub fn tokenize_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<(usize, usize)>) {
+        let e = self
+            .inner
+            .encode(text, false)
+            .unwrap_or_else(|e| panic!("BERT tokenization cannot fail: {e}"));
+        (e.get_ids().to_vec(), e.get_offsets().to_vec())
+    }
+
     /// `[CLS] text [SEP]`, truncated to `max_len` ids like transformers' `truncation=True`.
     pub fn encode_with_specials(&self, text: &str, max_len: usize) -> Vec<u32> {
         let mut ids = self.tokenize(text);

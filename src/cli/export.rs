@@ -12,9 +12,10 @@ pub struct Args {
     /// Run directory written by `ptune train` (method ptune, or zeroshot).
     #[arg(long)]
     run: PathBuf,
-    /// The backbone the run was trained on.
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// The backbone the run was trained on (default: the one its run.json records; a
+    /// different backbone is refused).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Adapter file to write.
     #[arg(long)]
     out: PathBuf,
@@ -29,6 +30,19 @@ impl Job for Export {
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Export(a, model) = self;
         let adapter = ptune::train::export::export_run::<B::InnerBackend>(&a.run, &model, &device)?;
+        if let Some(info) = ptune::train::run_info::RunInfo::read(&a.run)?
+            && info.backbone != adapter.info.backbone
+        {
+            return Err(ptune::Error::file(
+                a.run.join(ptune::train::run_info::FILE),
+                format!(
+                    "the run was trained on {} (fingerprint {}…), not on {} — pass that backbone as --model",
+                    info.model.display(),
+                    &info.backbone[..12],
+                    model.dir.display()
+                ),
+            ));
+        }
         adapter.write(&a.out)?;
         let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
         println!(
@@ -45,7 +59,13 @@ impl Job for Export {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = ModelDir::open(&args.model)?;
+    let recorded = ptune::train::run_info::RunInfo::read(&args.run)?;
+    let model_path = match (&args.model, &recorded) {
+        (Some(m), _) => m.clone(),
+        (None, Some(info)) => info.model.clone(),
+        (None, None) => super::default_model(),
+    };
+    let model = ModelDir::open(&model_path)?;
     let backend = args.backend.clone();
     run_job(&backend, Export(args, model))
 }

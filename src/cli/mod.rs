@@ -7,6 +7,7 @@ mod export;
 mod fill_mask;
 mod inspect;
 mod predict;
+mod pretrain;
 mod serve;
 mod train;
 
@@ -37,6 +38,8 @@ enum Command {
     Train(train::Args),
     /// Zero-shot, fine-tuning and P-tuning on the same split: one table and a plot.
     Compare(compare::Args),
+    /// Masked-LM pretraining (from scratch or continued) on plain-text corpora.
+    Pretrain(pretrain::Args),
     /// Bake a trained P-tuning run into a small adapter file.
     Export(export::Args),
     /// Classify texts with an adapter.
@@ -56,6 +59,7 @@ pub fn main() -> i32 {
         Command::FillMask(a) => fill_mask::run(a),
         Command::Train(a) => train::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
         Command::Export(a) => export::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),

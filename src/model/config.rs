@@ -161,6 +161,33 @@ impl BertConfig {
         Ok(config)
     }
 
+    /// `config.json` as transformers writes it for `BertForMaskedLM`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["BertForMaskedLM"],
+            "model_type": "bert",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": match self.hidden_act {
+                Activation::Gelu => "gelu",
+                Activation::GeluTanh => "gelu_new",
+                Activation::Relu => "relu",
+            },
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "initializer_range": 0.02,
+            "pad_token_id": 0,
+            "position_embedding_type": "absolute",
+            "tie_word_embeddings": true,
+        })
+    }
+
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
@@ -188,6 +215,13 @@ mod tests {
         assert_eq!(c.layer_norm_eps, 1e-12);
         assert_eq!(c.hidden_act, Activation::Gelu);
         assert_eq!(c.head_dim(), 4);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let c = BertConfig::from_json(MINI.as_bytes()).unwrap();
+        let back = BertConfig::from_json(c.to_json().to_string().as_bytes()).unwrap();
+        assert_eq!(c, back);
     }
 
     #[test]

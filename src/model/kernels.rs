@@ -919,7 +919,7 @@ mod tests {
     use super::*;
     use crate::{Cpu, CpuTrain};
     use burn::tensor::activation::{gelu, softmax};
-    use burn::tensor::{Distribution, Tensor, TensorPrimitive};
+    use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
 
     fn apply<B: Kernels, const D: usize>(
         f: fn(FloatTensor<B>) -> FloatTensor<B>,
@@ -1075,5 +1075,91 @@ mod tests {
         let g = (m * wm.clone()).sum().backward();
         let want = wm.inner().reshape([2, 5, 3, 4]).swap_dims(1, 2);
         assert_eq!(max_diff(h.grad(&g).unwrap(), want), 0.0);
+    }
+
+    /// The composed fallbacks are the only kernels GPU backends run (forward and backward):
+    /// each against the fused CPU kernel on the same inputs.
+    #[test]
+    fn composed_fallbacks_match_cpu_kernels() {
+        let dev = Default::default();
+        let p = |t: Tensor<Cpu, 4>| t.into_primitive().tensor();
+        let t4 = |x: FloatTensor<Cpu>| Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(x));
+        let scores = Tensor::<Cpu, 4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 4.0), &dev);
+        let mut bias = vec![0.0f32; 14];
+        bias[2] = f32::NEG_INFINITY;
+        bias[13] = -10000.0;
+        let bias = Tensor::<Cpu, 4>::from_data(TensorData::new(bias, [2, 1, 1, 7]), &dev);
+        let y_ref = t4(composed::softmax_with_bias::<Cpu>(
+            p(scores.clone()),
+            p(bias.clone()),
+        ));
+        let y = t4(Cpu::softmax_with_bias(p(scores), p(bias)));
+        assert!(max_diff(y.clone(), y_ref) < 1e-6);
+        let g = Tensor::<Cpu, 4>::random([2, 3, 5, 7], Distribution::Default, &dev);
+        let d_ref = t4(composed::softmax_backward::<Cpu>(
+            p(y.clone()),
+            p(g.clone()),
+        ));
+        let d = t4(Cpu::softmax_backward(p(y), p(g)));
+        assert!(max_diff(d, d_ref) < 1e-6);
+
+        let x = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Normal(1.0, 2.0), &dev);
+        let w = Tensor::<Cpu, 1>::random([40], Distribution::Normal(1.0, 0.5), &dev);
+        let dy = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Default, &dev);
+        let prim3 = |t: Tensor<Cpu, 3>| t.into_primitive().tensor();
+        let prim1 = |t: Tensor<Cpu, 1>| t.into_primitive().tensor();
+        let (rx, rw, rb) = composed::layer_norm_backward::<Cpu>(
+            prim3(x.clone()),
+            prim1(w.clone()),
+            prim3(dy.clone()),
+            1e-12,
+        );
+        let (fx, fw, fb) = Cpu::layer_norm_fused_backward(prim3(x), prim1(w), prim3(dy), 1e-12);
+        let t3 = |x| Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(x));
+        let t1 = |x| Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(x));
+        assert!(max_diff(t3(fx), t3(rx)) < 1e-5);
+        assert!(max_diff(t1(fw), t1(rw)) < 1e-4);
+        assert!(max_diff(t1(fb), t1(rb)) < 1e-5);
+
+        for decoupled in [false, true] {
+            let h = AdamStep {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                decoupled,
+                step: 3,
+            };
+            let r = |i: u64| {
+                Tensor::<Cpu, 1>::random([1000], Distribution::Normal(0.0, 1.0 + i as f64), &dev)
+            };
+            let (w, g, m) = (r(0), r(1), r(2));
+            let v = r(3).abs();
+            let (rp, rm, rv) = composed::adam_step::<Cpu>(
+                prim1(w.clone()),
+                prim1(g.clone()),
+                prim1(m.clone()),
+                prim1(v.clone()),
+                &h,
+            );
+            let (fp, fm, fv) = Cpu::adam_step(prim1(w), prim1(g), prim1(m), prim1(v), &h);
+            assert!(
+                max_diff(t1(fp), t1(rp)) < 1e-6,
+                "adam decoupled {decoupled}"
+            );
+            assert!(max_diff(t1(fm), t1(rm)) < 1e-6);
+            assert!(max_diff(t1(fv), t1(rv)) < 1e-5);
+        }
+
+        let x = Tensor::<Cpu, 3>::random([4, 9, 33], Distribution::Default, &dev);
+        let d_ref = t3(composed::dropout::<Cpu>(prim3(x.clone()), 0.1, 77));
+        let d = t3(Cpu::dropout(prim3(x), 0.1, 77));
+        assert_eq!(max_diff(d, d_ref), 0.0, "dropout masks differ");
+
+        let heads = Tensor::<Cpu, 4>::random([2, 3, 5, 4], Distribution::Default, &dev);
+        let m_ref = t3(composed::merge_heads::<Cpu>(p(heads.clone())));
+        let m = t3(Cpu::merge_heads(p(heads)));
+        assert_eq!(max_diff(m, m_ref), 0.0);
     }
 }

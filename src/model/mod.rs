@@ -4,6 +4,7 @@ pub mod bert;
 pub mod config;
 pub mod dropout;
 pub mod fill_mask;
+pub mod hf_dir;
 pub mod kernels;
 pub mod pickle;
 pub mod prompt_encoder;

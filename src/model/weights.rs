@@ -89,6 +89,11 @@ impl Weights {
                 .push(format!("\"{key}\" has an integer dtype"));
             return None;
         }
+        if let Some(x) = t.data.iter().find(|x| !x.is_finite()) {
+            self.problems
+                .push(format!("\"{key}\" has a non-finite value ({x})"));
+            return None;
+        }
         if t.shape != shape {
             self.problems.push(format!(
                 "\"{key}\" has shape {:?}, expected {:?}",

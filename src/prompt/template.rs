@@ -46,6 +46,10 @@ pub struct Template {
     mask: u32,
 }
 
+/// Most pieces a template may expand to: more than any BERT's positions, so a larger one can
+/// never fit, and the repeat counts are checked against it before anything is expanded.
+pub const MAX_TEMPLATE_PIECES: usize = 4096;
+
 /// First `[unusedK]` index a pseudo token maps to (as in the published code: [unused2..]).
 pub const FIRST_UNUSED: usize = 2;
 
@@ -82,6 +86,11 @@ impl Template {
                         if repeat == 0 {
                             return Err(err(format!("[{name}]*0 repeats nothing")));
                         }
+                        if repeat > MAX_TEMPLATE_PIECES {
+                            return Err(err(format!(
+                                "[{name}]*{repeat} is longer than any model input ({MAX_TEMPLATE_PIECES} tokens at most)"
+                            )));
+                        }
                         i += 1 + digits.len();
                     }
                     flush(&mut literal, &mut pieces);
@@ -97,6 +106,11 @@ impl Template {
                             }
                         },
                     };
+                    if pieces.len() + repeat > MAX_TEMPLATE_PIECES {
+                        return Err(err(format!(
+                            "expands to more than {MAX_TEMPLATE_PIECES} tokens, longer than any model input"
+                        )));
+                    }
                     pieces.extend(std::iter::repeat_n(piece, repeat));
                 }
                 '{' => {
@@ -269,6 +283,29 @@ mod tests {
 
     fn tok() -> BertTokenizer {
         crate::tokenizer::shipped_zh_mini()
+    }
+
+    /// Regression: huge repeat counts were expanded (800 GB allocation) before any check.
+    #[test]
+    fn huge_repeat_counts_are_refused_before_expansion() {
+        let tok = tok();
+        for spec in [
+            "[MASK]*100000000000 {text}",
+            "[SEP]*100000000000 [MASK] {text}",
+            "[P]*4097 [MASK] {text}",
+            "[P]*4000 [P]*4000 [MASK] {text}",
+            "[MASK]*99999999999999999999999 {text}",
+        ] {
+            let e = Template::parse(spec, &tok).err().expect(spec).to_string();
+            assert!(
+                e.contains("longer than any model input") || e.contains("needs a count"),
+                "{e}"
+            );
+            assert!(!e.contains('\n'));
+        }
+        // a literal '*' is text, not a repeat
+        let t = Template::parse("x*100000000000 [MASK] {text}", &tok).unwrap();
+        assert!(t.fixed_len() < 30);
     }
 
     #[test]

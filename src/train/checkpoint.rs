@@ -45,9 +45,9 @@ impl Checkpoints {
         Ok(Some(dir))
     }
 
-    /// Writes the files of `epoch`'s checkpoint and makes it the latest.
-    pub fn write(&self, epoch: usize, files: &[(&str, &[u8])]) -> Result<PathBuf> {
-        let name = format!("epoch-{epoch:04}");
+    /// Writes the files of checkpoint `name` (e.g. `epoch-0003`) and makes it the latest;
+    /// every other checkpoint directory is removed.
+    pub fn write(&self, name: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
         let dir = self.dir.join(&name);
         for (file, bytes) in files {
             write_atomic(&dir.join(file), bytes)?;
@@ -56,7 +56,7 @@ impl Checkpoints {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with("epoch-") && n != name {
+                if e.path().is_dir() && n != name {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -74,8 +74,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = Checkpoints::new(tmp.path());
         assert!(c.latest().unwrap().is_none());
-        c.write(1, &[("a", b"1")]).unwrap();
-        let d2 = c.write(2, &[("a", b"2")]).unwrap();
+        c.write("epoch-0001", &[("a", b"1")]).unwrap();
+        let d2 = c.write("epoch-0002", &[("a", b"2")]).unwrap();
         assert_eq!(c.latest().unwrap().unwrap(), d2);
         assert_eq!(std::fs::read(d2.join("a")).unwrap(), b"2");
         assert!(!tmp.path().join("checkpoint/epoch-0001").exists());

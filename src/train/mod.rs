@@ -9,6 +9,8 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod prepare;
+pub mod run_info;
+pub mod step;
 pub mod trainer;
 
 pub use config::{Method, Recipe, TrainConfig};

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -19,6 +19,8 @@ use super::metrics::Metrics;
 use super::optim::FusedAdam;
 use super::plot::{Series, write_curves};
 use super::prepare::{DataFiles, EncodedSplit, Prepared};
+use super::run_info::RunInfo;
+use super::step::loss_and_grads;
 use crate::classifier::{PromptClassifier, argmax, score_all};
 use crate::data::Batch;
 use crate::error::{Error, Result, write_atomic};
@@ -132,6 +134,17 @@ pub fn train_prepared<B: TrainBackend>(
         spec.model.config.clone()
     };
     let lm = spec.model.load_with_config::<B>(&lm_config, device)?;
+    let info = RunInfo::new(
+        &spec.model.dir,
+        crate::adapter::fingerprint(&spec.model, &lm)?,
+        &spec.data,
+    )?;
+    match RunInfo::read(&spec.out_dir)? {
+        Some(saved) if spec.resume && checkpoints.latest()?.is_some() => {
+            saved.check_same(&info, &spec.out_dir)?
+        }
+        _ => info.write(&spec.out_dir)?,
+    }
     let prompt = (c.method == Method::Ptune).then(|| {
         let ids = prepared.template.pseudo_ids();
         let ids_t = Tensor::<B, 1, Int>::from_data(
@@ -448,8 +461,14 @@ impl<B: TrainBackend> Loop<'_, B> {
                 }
                 batch.set_label_targets(&self.prepared.verbalizer.word_ids);
                 lr = c.schedule.lr(c.lr, epoch, state.step);
-                let (value, grads) =
-                    self.loss_and_grads(&model, &batch, mix(seed, state.step as u64));
+                let (value, grads) = loss_and_grads(
+                    &model,
+                    &batch,
+                    self.spec.micro_batches,
+                    1.0,
+                    mix(seed, state.step as u64),
+                    self.device,
+                );
                 if !value.is_finite() {
                     bar.abandon();
                     let kept = match self.checkpoints.latest()? {
@@ -509,7 +528,7 @@ impl<B: TrainBackend> Loop<'_, B> {
             let improved = record.valid.accuracy > best_valid;
             if improved {
                 best_valid = record.valid.accuracy;
-                self.save_best(&inner, epoch)?;
+                self.save_best(&inner)?;
             }
             if self.spec.progress {
                 eprintln!(
@@ -554,45 +573,6 @@ impl<B: TrainBackend> Loop<'_, B> {
         Ok(summary)
     }
 
-    /// Loss (mean over the batch's targets) and its gradients, the batch's row groups computed
-    /// on parallel threads, each with its own autodiff graph and dropout stream.
-    fn loss_and_grads(
-        &self,
-        model: &PromptClassifier<B>,
-        batch: &Batch,
-        step_seed: u64,
-    ) -> (f64, GradientsParams) {
-        use rayon::prelude::*;
-        let parts = batch.split_rows(self.spec.micro_batches);
-        let total = batch.targets.len() as f64;
-        let results: Vec<(f64, GradientsParams)> = parts
-            .par_iter()
-            .enumerate()
-            .map(|(i, part)| {
-                // `fork` gives each part its own autodiff leaves (same parameter ids), so the
-                // parts' graphs stay separate and backpropagate concurrently.
-                let model = if parts.len() > 1 {
-                    model.clone().fork(self.device)
-                } else {
-                    model.clone()
-                };
-                let weight = part.targets.len() as f64 / total;
-                let loss = model
-                    .loss(part, Some(mix(step_seed, i as u64)), self.device)
-                    .mul_scalar(weight);
-                let value: f64 = loss.clone().into_scalar().elem();
-                (value, GradientsParams::from_grads(loss.backward(), &model))
-            })
-            .collect();
-        let mut accumulator = GradientsAccumulator::new();
-        let mut value = 0.0;
-        for (v, g) in results {
-            value += v;
-            accumulator.accumulate(model, g);
-        }
-        (value, accumulator.grads())
-    }
-
     fn progress_bar(&self, epoch: usize, steps: usize) -> indicatif::ProgressBar {
         if !self.spec.progress {
             return indicatif::ProgressBar::hidden();
@@ -615,7 +595,7 @@ impl<B: TrainBackend> Loop<'_, B> {
 
     /// The best-on-valid weights, in formats other tools read: the prompt encoder as
     /// safetensors with PyTorch names; a trained LM as a Hugging Face model directory.
-    fn save_best(&self, model: &PromptClassifier<B::InnerBackend>, epoch: usize) -> Result<()> {
+    fn save_best(&self, model: &PromptClassifier<B::InnerBackend>) -> Result<()> {
         let dir = self.spec.out_dir.join("best");
         if let Some(p) = &model.prompt {
             let named: Vec<(String, Vec<usize>, Vec<f32>)> = p
@@ -639,21 +619,7 @@ impl<B: TrainBackend> Loop<'_, B> {
                 write_atomic(&dir.join(f), &bytes)?;
             }
         }
-        let info = serde_json::json!({
-            "epoch": epoch,
-            "method": self.spec.config.method,
-            "prompt_encoder": self.spec.config.prompt_encoder,
-            "template": self.spec.config.template,
-            "labels": self.spec.config.labels,
-            "max_len": self.spec.config.max_len,
-            "base_model": self.spec.model.dir.display().to_string(),
-        });
-        write_atomic(
-            &dir.join("run.json"),
-            serde_json::to_string_pretty(&info)
-                .expect("json")
-                .as_bytes(),
-        )
+        Ok(())
     }
 
     fn save_checkpoint<O>(
@@ -675,7 +641,7 @@ impl<B: TrainBackend> Loop<'_, B> {
         })?;
         let state_json = serde_json::to_vec_pretty(state).expect("serialisable");
         self.checkpoints.write(
-            state.epoch,
+            &format!("epoch-{:04}", state.epoch),
             &[
                 ("trainable.safetensors", &weights),
                 ("optimizer.bin", &optim_bytes),
