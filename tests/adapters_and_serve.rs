@@ -305,6 +305,33 @@ fn adapters_predict_like_their_runs_and_serve() {
     let mut r = agent.get(&format!("{base}/nowhere")).call().unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_string());
+    // regression: 405s had an empty body; every 4xx is a JSON error, with Allow
+    let mut r = agent.get(&format!("{base}/v1/classify")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers().get("allow").unwrap(), "POST");
+    assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_string());
+    let mut r = agent.post(&format!("{base}/healthz")).send("{}").unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_string());
+    // regression: an over-limit Content-Length waited for the whole body; now 413 at once
+    {
+        use std::io::{Read, Write};
+        let addr = base.trim_start_matches("http://");
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tcp.write_all(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tcp
+            .read(&mut buf)
+            .expect("an answer before the body is sent");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(head.contains("\"error\""), "{head}");
+    }
     let (s, _) = post(&json!({ "task": "manual", "texts": ["还行"] }).to_string());
     assert_eq!(s, 200, "the server stopped serving after bad requests");
 

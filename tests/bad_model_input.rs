@@ -185,3 +185,51 @@ fn bare_bert_keys_load_like_prefixed_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: a config asking for 10000 layers built them all (20+ s) before failing.
+#[test]
+fn layer_count_is_checked_before_allocating() {
+    let d = tiny_copy();
+    let cfg = fs::read_to_string(d.path().join("config.json")).unwrap();
+    let cfg = cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 10000");
+    fs::write(d.path().join("config.json"), cfg).unwrap();
+    let t = std::time::Instant::now();
+    assert_clean_error(&inspect(d.path()), &["10000", "2 encoder layers"]);
+    assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
+}
+
+/// Regression: non-finite weights loaded silently (NaN predictions, exit code 0).
+#[test]
+fn non_finite_weights_are_named() {
+    let d = tiny_copy();
+    fs::remove_file(d.path().join("pytorch_model.bin")).unwrap();
+    let path = d.path().join("model.safetensors");
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (k, v.shape().to_vec(), data)
+        })
+        .collect();
+    let i = tensors
+        .iter()
+        .position(|t| t.0 == "bert.encoder.layer.1.output.dense.bias")
+        .unwrap();
+    tensors[i].2[3] = f32::NAN;
+    let out = ptune::model::tensors::safetensors_bytes(
+        tensors.iter().map(|(k, s, d)| (k.clone(), &s[..], &d[..])),
+        None,
+    );
+    fs::write(&path, out).unwrap();
+    assert_clean_error(
+        &inspect(d.path()),
+        &["bert.encoder.layer.1.output.dense.bias", "non-finite"],
+    );
+}

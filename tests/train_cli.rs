@@ -373,3 +373,60 @@ fn compare_prints_one_table_and_writes_a_plot() {
         assert!(out.path().join(f).is_file(), "missing {f}");
     }
 }
+
+/// Regression: `--resume` after the data (or the backbone) changed on disk resumed silently.
+#[test]
+fn resume_refuses_changed_data_or_backbone() {
+    let data = small_data(200, 40);
+    let out = tempfile::tempdir().unwrap();
+    let extra = ["--method", "finetune", "--epochs", "1", "--max-steps", "2"];
+    let o = run_train(&train_args(data.path(), out.path(), &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let valid = data.path().join("valid.tsv");
+    let text = fs::read_to_string(&valid).unwrap();
+    fs::write(&valid, format!("！{text}")).unwrap();
+    let mut resumed = train_args(data.path(), out.path(), &extra);
+    resumed.extend(["--resume".to_string()]);
+    assert_clean_error(
+        &run_train(&resumed),
+        &["run.json", "the valid split changed"],
+    );
+    fs::write(&valid, text).unwrap();
+    // the same files again: no complaint (the run had finished, so nothing is left to do)
+    let o = run_train(&resumed);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("changed"), "{err}");
+}
+
+/// Regression: `export` used the default backbone, not the run's, and its fingerprint.
+#[test]
+fn export_takes_the_runs_backbone_and_refuses_another() {
+    let data = small_data(40, 20);
+    let out = tempfile::tempdir().unwrap();
+    let tiny = fixture("tiny-bert");
+    let o = run_train(&train_args(
+        data.path(),
+        out.path(),
+        &["--method", "zeroshot", "--model", tiny.to_str().unwrap()],
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = out.path().to_str().unwrap();
+    let adapter = out.path().join("a.adapter");
+    let o = ptune(&["export", "--run", run, "--out", adapter.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // predicting with the shipped backbone is refused by the adapter's fingerprint
+    let o = ptune(&["predict", "--adapter", adapter.to_str().unwrap(), "很好"]);
+    assert_clean_error(&o, &["another backbone"]);
+    // exporting against another backbone is refused by the run's record
+    let zh = zh_mini();
+    let o = ptune(&[
+        "export",
+        "--run",
+        run,
+        "--model",
+        zh.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["run.json", "pass that backbone as --model"]);
+}

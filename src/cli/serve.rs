@@ -25,9 +25,12 @@ pub struct Args {
     /// Most texts computed together across concurrent requests.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
-    /// Longest a request waits for others to share its batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
+    /// Longest a request waits for others to share its batch, in milliseconds (0–1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
     max_wait_ms: u64,
+    /// Most texts waiting to be computed; beyond it requests get 503 with Retry-After.
+    #[arg(long, default_value_t = 4096)]
+    max_queue_texts: usize,
     #[arg(long, default_value_t = 64)]
     max_texts: usize,
     #[arg(long, default_value_t = 2000)]
@@ -72,7 +75,14 @@ impl Job for Serve {
             max_text_chars: a.max_text_chars,
             max_body_bytes: a.max_body_bytes,
             forward_batch: a.forward_batch.max(1),
+            max_queue_texts: a.max_queue_texts.max(1),
         };
+        if !a.addr.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {} — reachable from other machines; the server has no authentication",
+                a.addr
+            );
+        }
         let n = tasks.len();
         serve(tasks, tokenizer, config, device, |addr| {
             println!(

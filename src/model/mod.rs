@@ -107,6 +107,26 @@ impl ModelDir {
                 ),
             ));
         }
+        // Checked before any layer is allocated: a config that asks for more layers than the
+        // weights hold would otherwise build (and zero-fill) them all before failing.
+        let layers_in_weights = map
+            .keys()
+            .filter_map(|k| {
+                let k = weights::canonical_key(k);
+                let rest = k.strip_prefix("bert.encoder.layer.")?;
+                rest.split('.').next()?.parse::<usize>().ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        if layers_in_weights != config.num_hidden_layers {
+            return Err(Error::file(
+                &self.weight_file,
+                format!(
+                    "holds {layers_in_weights} encoder layers but config.json says num_hidden_layers {}",
+                    config.num_hidden_layers
+                ),
+            ));
+        }
         let mut weights = weights::Weights::new(&self.weight_file, map)?;
         let model = BertForMaskedLM::from_weights(config, &mut weights, device);
         weights.finish()?;

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Rows per forward pass inside a batch.
     pub forward_batch: usize,
+    /// Most texts waiting for the compute thread; beyond it requests get 503 + Retry-After.
+    pub max_queue_texts: usize,
 }
 
 /// A task as listed by `GET /v1/tasks`.
@@ -58,6 +61,8 @@ struct AppState {
     tasks: Vec<TaskInfo>,
     jobs: mpsc::Sender<Job>,
     config: ServeConfig,
+    /// Texts sent to the compute thread and not yet taken by it.
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +130,23 @@ async fn classify(
             );
         }
     }
+    let n_texts = req.texts.len();
+    let before = app.queued.fetch_add(n_texts, Ordering::SeqCst);
+    if before + n_texts > limits.max_queue_texts && before > 0 {
+        app.queued.fetch_sub(n_texts, Ordering::SeqCst);
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the queue is full ({before} texts waiting, limit {}); retry shortly",
+                limits.max_queue_texts
+            ),
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            "1".parse().expect("valid header"),
+        );
+        return r;
+    }
     let (tx, rx) = oneshot::channel();
     if app
         .jobs
@@ -165,6 +187,39 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
+/// 405 with the JSON error body every 4xx has, and the `Allow` header.
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed here (allowed: {allow})"),
+    );
+    r.headers_mut().insert(
+        axum::http::header::ALLOW,
+        allow.parse().expect("valid header"),
+    );
+    r
+}
+
+/// Refuses a request whose declared Content-Length is over the limit before reading its body.
+async fn content_length_guard(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u128>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit as u128) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes; the limit is {limit}"),
+        );
+    }
+    next.run(req).await
+}
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -178,6 +233,7 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
     tasks: Vec<Task<B>>,
     tokenizer: BertTokenizer,
     config: ServeConfig,
+    queued: Arc<AtomicUsize>,
     device: B::Device,
 ) {
     while let Ok(first) = jobs.recv() {
@@ -197,6 +253,12 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(
+            batch.iter().map(|j| j.texts.len()).sum::<usize>(),
+            Ordering::SeqCst,
+        );
+        // a client that hung up is not waiting for its answer: do not compute it
+        batch.retain(|j| !j.reply.is_closed());
         for (t, task) in tasks.iter().enumerate() {
             let group: Vec<Job> = {
                 let (mine, rest): (Vec<Job>, Vec<Job>) =
@@ -260,9 +322,20 @@ pub fn serve<B: crate::model::kernels::Kernels>(
     let (infos, tasks): (Vec<TaskInfo>, Vec<Task<B>>) = tasks.into_iter().unzip();
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let worker_config = config.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let worker_queued = queued.clone();
     let worker = std::thread::Builder::new()
         .name("ptune-compute".into())
-        .spawn(move || compute_loop(job_rx, tasks, tokenizer, worker_config, device))
+        .spawn(move || {
+            compute_loop(
+                job_rx,
+                tasks,
+                tokenizer,
+                worker_config,
+                worker_queued,
+                device,
+            )
+        })
         .map_err(|e| Error::invalid(format!("cannot start the compute thread: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -275,6 +348,7 @@ pub fn serve<B: crate::model::kernels::Kernels>(
         tasks: infos,
         jobs: job_tx,
         config,
+        queued,
     });
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -284,11 +358,24 @@ pub fn serve<B: crate::model::kernels::Kernels>(
             .local_addr()
             .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
         let app = Router::new()
-            .route("/v1/classify", post(classify))
-            .route("/v1/tasks", get(list_tasks))
-            .route("/healthz", get(healthz))
+            .route(
+                "/v1/classify",
+                post(classify).fallback(|| async { method_not_allowed("POST") }),
+            )
+            .route(
+                "/v1/tasks",
+                get(list_tasks).fallback(|| async { method_not_allowed("GET, HEAD") }),
+            )
+            .route(
+                "/healthz",
+                get(healthz).fallback(|| async { method_not_allowed("GET, HEAD") }),
+            )
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(body_limit))
+            .layer(axum::middleware::from_fn_with_state(
+                body_limit,
+                content_length_guard,
+            ))
             .with_state(state);
         on_listen(local);
         axum::serve(listener, app)
