@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod pretrain;
 pub mod prompt;
+pub mod selftest;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;

@@ -8,6 +8,7 @@ mod fill_mask;
 mod inspect;
 mod predict;
 mod pretrain;
+mod selftest;
 mod serve;
 mod train;
 
@@ -48,6 +49,8 @@ enum Command {
     Serve(serve::Args),
     /// Measure evaluation and training throughput.
     Bench(bench::Args),
+    /// Check this install on a device (CPU or GPU) against committed reference values.
+    Selftest(selftest::Args),
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code:
@@ -64,6 +67,7 @@ pub fn main() -> i32 {
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Selftest(a) => selftest::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -264,6 +264,16 @@ impl Data {
         let mut train: Vec<usize> = idx[c.eval_sequences..].to_vec();
         held.sort_unstable();
         train.sort_unstable();
+        // A text that occurs more than once (repeated lines, a file given twice to weight it)
+        // must not be trained on through another copy of a held-out sequence.
+        let key = |i: usize| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            corpus.read(spans[i]).0.hash(&mut h);
+            h.finish()
+        };
+        let held_keys: std::collections::HashSet<u64> = held.iter().map(|&i| key(i)).collect();
+        train.retain(|&i| !held_keys.contains(&key(i)));
         Ok(Data {
             train: train.iter().map(|&i| spans[i]).collect(),
             heldout: held.iter().map(|&i| spans[i]).collect(),

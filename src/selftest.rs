@@ -1,0 +1,245 @@
+//! `ptune selftest`: checks an install on any device in seconds, against values committed with
+//! the source: the shipped zh-mini's masked-LM logits (from transformers: the parity fixture
+//! `tests/fixtures/zh_mini_parity.json`) and one P-tuning training step (loss and the prompt
+//! encoder after one Adam step, dropout off; written on CPU by `ptune selftest
+//! --write-reference`, and that CPU step is itself checked against PyTorch by
+//! `tests/grad_parity.rs`).
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::classifier::PromptClassifier;
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
+use crate::model::tensors::RawTensor;
+use crate::model::weights::to_host;
+use crate::model::{Kernels, ModelDir, TrainBackend};
+use crate::train::optim::FusedAdam;
+
+const LOGITS: &str = include_str!("../tests/fixtures/zh_mini_parity.json");
+const STEP_BATCH: &str = include_str!("../tests/fixtures/grad_step.json");
+/// The committed result of [`train_step`] on CPU.
+pub const STEP_REFERENCE: &str = include_str!("selftest_reference.json");
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub compared: usize,
+    pub max_abs_diff: f64,
+    pub tolerance: f64,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.max_abs_diff <= self.tolerance
+    }
+}
+
+fn bad_fixture(what: &str) -> Error {
+    Error::invalid(format!("selftest: the built-in {what} is malformed"))
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Logits of `model_dir` (the shipped zh-mini) against transformers' at the top-5 ids of
+/// every position of 21 texts.
+pub fn logits<B: Kernels>(model_dir: &ModelDir, device: &B::Device) -> Result<Check> {
+    let fx: Value = serde_json::from_str(LOGITS).map_err(|_| bad_fixture("logits fixture"))?;
+    let cases = fx["cases"]
+        .as_array()
+        .ok_or_else(|| bad_fixture("logits fixture"))?;
+    let largest_id = cases
+        .iter()
+        .flat_map(|c| u32s(&c["ids"]))
+        .max()
+        .unwrap_or(0) as usize;
+    if largest_id >= model_dir.config.vocab_size {
+        return Err(Error::invalid(
+            "selftest: the reference values belong to the shipped zh-mini; --model is another model",
+        ));
+    }
+    let lm = model_dir.load::<B>(device)?;
+    let (mut worst, mut n) = (0.0f64, 0usize);
+    for case in cases {
+        let ids = u32s(&case["ids"]);
+        let l = ids.len();
+        let t = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [1, l]), device);
+        let logits = lm.forward(t(ids.iter().map(|&x| x as i64).collect()), t(vec![1; l]));
+        let (shape, data) = to_host(logits);
+        let v = shape[2];
+        for row in case["rows"]
+            .as_array()
+            .ok_or_else(|| bad_fixture("logits fixture"))?
+        {
+            let pos = row["pos"].as_u64().unwrap_or(0) as usize;
+            let top = u32s(&row["top_ids"]);
+            let want: Vec<f64> = row["top_logits"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default();
+            if top.len() != want.len() || pos >= l {
+                return Err(bad_fixture("logits fixture"));
+            }
+            if top.iter().any(|&id| id as usize >= v) {
+                return Err(Error::invalid(
+                    "selftest: the reference values belong to the shipped zh-mini; --model is another model",
+                ));
+            }
+            for (id, w) in top.iter().zip(want) {
+                let got = data[pos * v + *id as usize] as f64;
+                worst = worst.max((got - w).abs());
+                n += 1;
+            }
+        }
+    }
+    Ok(Check {
+        name: "zh-mini logits vs transformers".into(),
+        compared: n,
+        max_abs_diff: worst,
+        tolerance: 1e-4,
+    })
+}
+
+/// The result of one P-tuning step: the loss and the prompt encoder's weights after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    pub loss: f64,
+    /// Per tensor: (sum, sum of squares, first 8 values).
+    pub tensors: BTreeMap<String, (f64, f64, Vec<f32>)>,
+}
+
+/// One P-tuning step on the fixture batch (frozen zh-mini, LSTM prompt encoder initialised
+/// with seed 0, dropout off, Adam lr 1e-2).
+pub fn train_step<B: TrainBackend>(model_dir: &ModelDir, device: &B::Device) -> Result<StepResult> {
+    let fx: Value = serde_json::from_str(STEP_BATCH).map_err(|_| bad_fixture("step batch"))?;
+    let rows: Vec<Vec<u32>> = fx["ids"]
+        .as_array()
+        .ok_or_else(|| bad_fixture("step batch"))?
+        .iter()
+        .map(u32s)
+        .collect();
+    let (b, l) = (rows.len(), rows.first().map_or(0, |r| r.len()));
+    let pseudo: Vec<usize> = u32s(&fx["pseudo_positions"])
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
+    let mask_pos = fx["mask_position"].as_u64().unwrap_or(5) as usize;
+    let attention: Vec<u32> = fx["attention_mask"]
+        .as_array()
+        .ok_or_else(|| bad_fixture("step batch"))?
+        .iter()
+        .flat_map(u32s)
+        .collect();
+    let targets: Vec<(usize, u32)> = fx["targets"]
+        .as_array()
+        .ok_or_else(|| bad_fixture("step batch"))?
+        .iter()
+        .map(|t| {
+            (
+                t[0].as_u64().unwrap_or(0) as usize,
+                t[1].as_u64().unwrap_or(0) as u32,
+            )
+        })
+        .collect();
+    if b == 0 || attention.len() != b * l || targets.iter().any(|t| t.0 >= b * l) {
+        return Err(bad_fixture("step batch"));
+    }
+    let batch = Batch {
+        batch_size: b,
+        seq_len: l,
+        ids: rows.concat(),
+        token_types: vec![0; b * l],
+        attention,
+        mask_positions: (0..b).map(|i| i * l + mask_pos).collect(),
+        pseudo_positions: (0..b)
+            .flat_map(|i| pseudo.iter().enumerate().map(move |(k, p)| (i * l + p, k)))
+            .collect(),
+        labels: vec![0; b],
+        targets,
+    };
+    let lm = model_dir.load::<B>(device)?.no_grad();
+    let (shape, data) = to_host(
+        lm.bert
+            .embeddings
+            .word_embeddings
+            .weight
+            .val()
+            .slice([2..10]),
+    );
+    let prompt = PromptEncoder::init(
+        PromptEncoderKind::Lstm,
+        RawTensor::new(shape, data),
+        &mut StdRng::seed_from_u64(0),
+        device,
+    );
+    let model = PromptClassifier {
+        lm,
+        prompt: Some(prompt),
+    };
+    let loss = model.loss(&batch, None, device);
+    let loss_value = to_host(loss.clone()).1[0] as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut optim = FusedAdam::adam(5e-4).init();
+    let model = optim.step(1e-2, model, grads);
+    let tensors = model
+        .prompt
+        .as_ref()
+        .expect("set above")
+        .named_tensors()
+        .into_iter()
+        .map(|(k, t)| {
+            let sum: f64 = t.data.iter().map(|&x| x as f64).sum();
+            let sq: f64 = t.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
+            (k, (sum, sq, t.data.iter().take(8).copied().collect()))
+        })
+        .collect();
+    Ok(StepResult {
+        loss: loss_value,
+        tensors,
+    })
+}
+
+/// [`train_step`] against the committed reference.
+pub fn compare_step(ours: &StepResult, reference: &StepResult) -> Result<Check> {
+    if ours.tensors.keys().ne(reference.tensors.keys()) {
+        return Err(Error::invalid(
+            "selftest: the prompt encoder's tensors differ in name",
+        ));
+    }
+    let mut worst = (ours.loss - reference.loss).abs();
+    let mut n = 1;
+    for (k, (s, q, first)) in &ours.tensors {
+        let (rs, rq, rfirst) = &reference.tensors[k];
+        // sums over up to 0.4 M values: compare relative to their size
+        worst = worst.max((s - rs).abs() / rs.abs().max(1.0));
+        worst = worst.max((q - rq).abs() / rq.abs().max(1.0));
+        for (a, b) in first.iter().zip(rfirst) {
+            worst = worst.max((a - b).abs() as f64);
+        }
+        n += 2 + first.len();
+    }
+    Ok(Check {
+        name: "one P-tuning step (loss, prompt encoder after Adam)".into(),
+        compared: n,
+        max_abs_diff: worst,
+        tolerance: 1e-4,
+    })
+}
