@@ -17,7 +17,8 @@ TEXTS = ["这个手机[MASK]好用", "[MASK]满意。物流很快，包装完好
 
 def main():
     model_dir, binary = sys.argv[1], sys.argv[2]
-    model, info = BertForMaskedLM.from_pretrained(model_dir, output_loading_info=True)
+    # computed in float32 on both sides (ptune widens f16/bf16 weights when it loads them)
+    model, info = BertForMaskedLM.from_pretrained(model_dir, output_loading_info=True, dtype=torch.float32)
     print("loading info:", {k: v for k, v in info.items() if v})
     bad = info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]
     model.eval()

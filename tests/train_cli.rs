@@ -99,7 +99,7 @@ fn same_seed_same_numbers_and_outputs_written() {
         "summary.json",
         "curve.svg",
         "best/prompt_encoder.safetensors",
-        "best/run.json",
+        "run.json",
         "checkpoint/LATEST",
     ] {
         assert!(a.path().join(f).is_file(), "missing {f}");

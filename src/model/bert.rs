@@ -411,6 +411,18 @@ impl<B: Backend> BertForMaskedLM<B> {
         self.bert.embeddings.word_embeddings.weight.dims()[0]
     }
 
+    /// Word-embedding rows of `ids` on the host, `[ids.len(), hidden]` (e.g. to initialise
+    /// prompt vectors from the `[unusedK]` rows).
+    pub fn token_embeddings(&self, ids: &[u32]) -> super::tensors::RawTensor {
+        let weight = self.bert.embeddings.word_embeddings.weight.val();
+        let idx = Tensor::<B, 1, Int>::from_data(
+            burn::tensor::TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+            &weight.device(),
+        );
+        let (shape, data) = to_host(weight.select(0, idx));
+        super::tensors::RawTensor::new(shape, data)
+    }
+
     pub fn max_positions(&self) -> usize {
         self.bert.embeddings.position_embeddings.weight.dims()[0]
     }

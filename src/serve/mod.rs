@@ -212,10 +212,16 @@ async fn content_length_guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u128>().ok());
     if let Some(n) = declared.filter(|&n| n > limit as u128) {
-        return error(
+        let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body of {n} bytes; the limit is {limit}"),
         );
+        // the body is left unread, so this connection cannot carry another request
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            "close".parse().expect("valid header"),
+        );
+        return r;
     }
     next.run(req).await
 }

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::{Method, TrainConfig};
 use crate::adapter::{Adapter, AdapterInfo, FORMAT, fingerprint};
@@ -59,11 +58,7 @@ pub fn export_run<B: Backend>(
             let vectors = if ids.is_empty() {
                 Vec::new()
             } else {
-                let t = Tensor::<B, 1, Int>::from_data(
-                    TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
-                    device,
-                );
-                to_host(lm.bert.embeddings.word_embeddings.weight.val().select(0, t)).1
+                lm.token_embeddings(ids).data
             };
             (vectors, format!("{} (zeroshot)", run_dir.display()))
         }

@@ -7,7 +7,6 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -27,8 +26,8 @@ use crate::error::{Error, Result, write_atomic};
 use crate::model::bert::BertForMaskedLM;
 use crate::model::dropout::mix;
 use crate::model::prompt_encoder::PromptEncoder;
-use crate::model::tensors::{RawTensor, TensorMap, parse_safetensors, safetensors_bytes};
-use crate::model::weights::{Weights, to_host};
+use crate::model::tensors::{TensorMap, parse_safetensors, safetensors_bytes};
+use crate::model::weights::Weights;
 use crate::model::{Kernels, ModelDir, TrainBackend};
 
 /// Everything one training run needs.
@@ -146,22 +145,9 @@ pub fn train_prepared<B: TrainBackend>(
         _ => info.write(&spec.out_dir)?,
     }
     let prompt = (c.method == Method::Ptune).then(|| {
-        let ids = prepared.template.pseudo_ids();
-        let ids_t = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
-            device,
-        );
-        let (shape, data) = to_host(
-            lm.bert
-                .embeddings
-                .word_embeddings
-                .weight
-                .val()
-                .select(0, ids_t),
-        );
         PromptEncoder::init(
             c.prompt_encoder,
-            RawTensor::new(shape, data),
+            lm.token_embeddings(prepared.template.pseudo_ids()),
             &mut StdRng::seed_from_u64(c.seed),
             device,
         )

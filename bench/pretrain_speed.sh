@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Pretraining speed of ptune next to the PyTorch reference (../shared/peer/pretrain_peer.py
+# --bench), measured one after the other in the same run: same corpus (the train-split review
+# texts), batch 64, max length 128 (one text per sequence, truncated), 15% masking 80/10/10,
+# AdamW, gradient clipping 1.0, continuing zh-mini, 2 threads. Prints tokens/s and peak RSS.
+#   bench/pretrain_speed.sh [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-40}
+PY=${PY:-/tmp/peer-venv/bin/python}
+PEER=${PEER:-../shared/peer/pretrain_peer.py}
+OUT=bench/out/pretrain-speed
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+cut -f1 assets/data/reviews/train.tsv > "$OUT/texts.txt"
+/usr/bin/time -f "%M" -o "$OUT/peer.rss" "$PY" "$PEER" --vocab assets/models/zh-mini/vocab.txt \
+  --train assets/data/reviews/train.tsv --out "$OUT/peer-model" --init assets/models/zh-mini \
+  --bench "$STEPS" --threads 2 > "$OUT/peer.log" 2>&1
+rm -rf "$OUT/run"
+/usr/bin/time -f "%M" -o "$OUT/ptune.rss" target/release/ptune pretrain --corpus "$OUT/texts.txt" \
+  --init assets/models/zh-mini --out "$OUT/run" --cache-dir "$OUT/cache" --packing truncate \
+  --steps "$STEPS" --warmup 500 --lr 5e-4 --eval-every 100000 --eval-sequences 64 --threads 2 --quiet \
+  > "$OUT/ptune.log" 2>&1
+python3 - "$OUT" <<'PY'
+import json, re, sys
+out = sys.argv[1]
+log = open(f"{out}/peer.log").read()
+mean_len = float(re.search(r"mean len ([0-9.]+)", log).group(1))
+steps = [float(x) for x in re.findall(r"bench step \d+: ([0-9.]+)s", log)][2:]
+peer_tps = mean_len * 64 / (sum(steps) / len(steps))
+hist = [json.loads(l) for l in open(f"{out}/run/metrics.jsonl")]
+last = hist[-1]
+ours_tps = last["tokens"] / last["wall_seconds"]
+rss = lambda f: int(open(f"{out}/{f}").read().split()[-1]) / 1024
+print(f"PyTorch: {peer_tps:,.0f} tokens/s (mean {mean_len} tokens/sequence, steps 3..: "
+      f"{sum(steps)/len(steps):.3f} s), peak RSS {rss('peer.rss'):,.0f} MiB")
+print(f"ptune:   {ours_tps:,.0f} tokens/s ({last['tokens']} tokens, {last['wall_seconds']:.1f} s incl. "
+      f"warm-up and one held-out pass), peak RSS {rss('ptune.rss'):,.0f} MiB")
+print(f"ratio:   {ours_tps/peer_tps:.2f}x tokens/s, {rss('ptune.rss')/rss('peer.rss'):.2f}x RSS")
+PY
