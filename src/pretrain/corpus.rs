@@ -561,18 +561,50 @@ mod tests {
         let cache = tmp.path().join("cache");
         let f = tmp.path().join("a.txt");
         std::fs::write(&f, "好的\n").unwrap();
-        let a =
-            Corpus::open_or_build(&[f.clone()], &vocab, &tok, true, false, &cache, false).unwrap();
-        let b =
-            Corpus::open_or_build(&[f.clone()], &vocab, &tok, true, false, &cache, false).unwrap();
+        let a = Corpus::open_or_build(
+            std::slice::from_ref(&f),
+            &vocab,
+            &tok,
+            true,
+            false,
+            &cache,
+            false,
+        )
+        .unwrap();
+        let b = Corpus::open_or_build(
+            std::slice::from_ref(&f),
+            &vocab,
+            &tok,
+            true,
+            false,
+            &cache,
+            false,
+        )
+        .unwrap();
         assert_eq!(a.dir, b.dir);
         // the shard directory itself is a corpus
-        let c = Corpus::open_or_build(&[a.dir.clone()], &vocab, &tok, true, false, &cache, false)
-            .unwrap();
+        let c = Corpus::open_or_build(
+            std::slice::from_ref(&a.dir),
+            &vocab,
+            &tok,
+            true,
+            false,
+            &cache,
+            false,
+        )
+        .unwrap();
         assert_eq!(c.n_tokens, a.n_tokens);
         assert!(
-            Corpus::open_or_build(&[a.dir.clone()], &vocab, &tok, true, true, &cache, false)
-                .is_err()
+            Corpus::open_or_build(
+                std::slice::from_ref(&a.dir),
+                &vocab,
+                &tok,
+                true,
+                true,
+                &cache,
+                false
+            )
+            .is_err()
         );
         let empty = tmp.path().join("empty.txt");
         std::fs::write(&empty, "\n\n").unwrap();

@@ -296,7 +296,10 @@ mod tests {
             "[P]*4000 [P]*4000 [MASK] {text}",
             "[MASK]*99999999999999999999999 {text}",
         ] {
-            let e = Template::parse(spec, &tok).err().expect(spec).to_string();
+            let Err(e) = Template::parse(spec, &tok) else {
+                panic!("{spec} was accepted")
+            };
+            let e = e.to_string();
             assert!(
                 e.contains("longer than any model input") || e.contains("needs a count"),
                 "{e}"

@@ -48,7 +48,7 @@ impl Checkpoints {
     /// Writes the files of checkpoint `name` (e.g. `epoch-0003`) and makes it the latest;
     /// every other checkpoint directory is removed.
     pub fn write(&self, name: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
-        let dir = self.dir.join(&name);
+        let dir = self.dir.join(name);
         for (file, bytes) in files {
             write_atomic(&dir.join(file), bytes)?;
         }
