@@ -559,66 +559,33 @@ mod tests {
         let tok = crate::tokenizer::shipped_zh_mini();
         let vocab = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/zh-mini/vocab.txt");
         let cache = tmp.path().join("cache");
-        let f = tmp.path().join("a.txt");
-        std::fs::write(&f, "好的\n").unwrap();
-        let a = Corpus::open_or_build(
-            std::slice::from_ref(&f),
-            &vocab,
-            &tok,
-            true,
-            false,
-            &cache,
-            false,
-        )
-        .unwrap();
-        let b = Corpus::open_or_build(
-            std::slice::from_ref(&f),
-            &vocab,
-            &tok,
-            true,
-            false,
-            &cache,
-            false,
-        )
-        .unwrap();
-        assert_eq!(a.dir, b.dir);
-        // the shard directory itself is a corpus
-        let c = Corpus::open_or_build(
-            std::slice::from_ref(&a.dir),
-            &vocab,
-            &tok,
-            true,
-            false,
-            &cache,
-            false,
-        )
-        .unwrap();
-        assert_eq!(c.n_tokens, a.n_tokens);
-        assert!(
+        let open = |input: &Path, wwm: bool| {
             Corpus::open_or_build(
-                std::slice::from_ref(&a.dir),
+                std::slice::from_ref(&input.to_path_buf()),
                 &vocab,
                 &tok,
                 true,
-                true,
+                wwm,
                 &cache,
-                false
+                false,
             )
-            .is_err()
-        );
+        };
+        let f = tmp.path().join("a.txt");
+        std::fs::write(&f, "好的\n").unwrap();
+        let a = open(&f, false).unwrap();
+        let b = open(&f, false).unwrap();
+        assert_eq!(a.dir, b.dir);
+        // the shard directory itself is a corpus
+        let c = open(&a.dir, false).unwrap();
+        assert_eq!(c.n_tokens, a.n_tokens);
+        assert!(open(&a.dir, true).is_err());
         let empty = tmp.path().join("empty.txt");
         std::fs::write(&empty, "\n\n").unwrap();
-        let e = Corpus::open_or_build(&[empty], &vocab, &tok, true, false, &cache, false)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(&empty, false).err().unwrap().to_string();
         assert!(e.contains("empty.txt") && e.contains("no text"), "{e}");
         let bad = tmp.path().join("bad.txt");
         std::fs::write(&bad, b"ok\n\xff\xfe\n").unwrap();
-        let e = Corpus::open_or_build(&[bad], &vocab, &tok, true, false, &cache, false)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(&bad, false).err().unwrap().to_string();
         assert!(e.contains("bad.txt:2") && e.contains("UTF-8"), "{e}");
     }
 }

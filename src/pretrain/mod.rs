@@ -33,7 +33,7 @@ use crate::model::tensors::{StorageDType, parse_safetensors, safetensors_bytes};
 use crate::model::weights::Weights;
 use crate::model::{BertConfig, Kernels, ModelDir, TrainBackend};
 use crate::tokenizer::BertTokenizer;
-use crate::train::checkpoint::Checkpoints;
+use crate::train::checkpoint::{Checkpoints, read_saved_config};
 use crate::train::plot::{Series, write_curves};
 use crate::train::step::loss_and_grads;
 use corpus::{Corpus, Packing, Span};
@@ -363,10 +363,7 @@ pub fn pretrain<B: TrainBackend>(
     let resuming = spec.resume && checkpoints.latest()?.is_some();
     let config_text = toml::to_string(c).expect("serialisable");
     if resuming {
-        let saved =
-            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let saved: PretrainConfig = toml::from_str(&saved)
-            .map_err(|e| Error::file(&config_path, e.message().to_string()))?;
+        let saved: PretrainConfig = read_saved_config(&config_path)?;
         if saved != *c {
             return Err(Error::file(
                 &config_path,

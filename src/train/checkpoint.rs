@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, write_atomic};
 
+/// Reads the TOML settings a run was started with (`config.toml`, `pretrain.toml`), to compare
+/// with a resume's.
+pub fn read_saved_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::file(path, e.message().to_string()))
+}
+
 pub struct Checkpoints {
     dir: PathBuf,
 }

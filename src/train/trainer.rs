@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::Checkpoints;
+use super::checkpoint::{Checkpoints, read_saved_config};
 use super::config::{Method, OptimizerKind, TrainConfig};
 use super::metrics::Metrics;
 use super::optim::FusedAdam;
@@ -114,10 +114,7 @@ pub fn train_prepared<B: TrainBackend>(
     );
     let checkpoints = Checkpoints::new(&spec.out_dir);
     if spec.resume && checkpoints.latest()?.is_some() {
-        let saved =
-            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let saved_config: TrainConfig = toml::from_str(&saved)
-            .map_err(|e| Error::file(&config_path, e.message().to_string()))?;
+        let saved_config: TrainConfig = read_saved_config(&config_path)?;
         if saved_config != *c {
             return Err(Error::file(
                 &config_path,
