@@ -2,27 +2,39 @@
 //! prompt encoder's output, n × H floats), the template, the label words, and a fingerprint
 //! of the backbone they were trained against. Many adapters share one frozen backbone.
 //!
-//! Format: a safetensors file with the tensor `prompt_vectors` `[n, H]` (absent when the
-//! template has no pseudo tokens) and the description as JSON in the metadata key `ptune`.
+//! Deep-prompt adapters (P-tuning v2) add the per-layer keys and values, folded into one
+//! matrix `prefix` `[P, layers · 2 · H]` (PEFT's layout, see [`crate::model::deep_prompt`]), and
+//! optionally a linear head (`head.weight` `[classes, H]`, `head.bias`).
+//!
+//! Format: a safetensors file (f32, or f16 when exported with `--dtype f16`) with the tensor
+//! `prompt_vectors` `[n, H]` (absent when the template has no pseudo tokens), `prefix` and
+//! `head.*` when present, and the description as JSON in the metadata key `ptune`. Files with
+//! prompt vectors only are `ptune-adapter-v1` (unchanged); with a prefix or a head, `-v2`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::classifier::PromptClassifier;
+use crate::classifier::{PromptClassifier, linear_head_from_tensors};
 use crate::error::{Error, Result, read_file, write_atomic};
 use crate::model::ModelDir;
 use crate::model::bert::BertForMaskedLM;
+use crate::model::deep_prompt::DeepPrompt;
 use crate::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
-use crate::model::tensors::{RawTensor, parse_safetensors, safetensors_bytes};
+use crate::model::tensors::{RawTensor, StorageDType, parse_safetensors, safetensors_bytes_as};
 use crate::prompt::{Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
 pub const FORMAT: &str = "ptune-adapter-v1";
+/// Adapters with deep prompts or a linear head.
+pub const FORMAT_V2: &str = "ptune-adapter-v2";
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterInfo {
@@ -37,6 +49,17 @@ pub struct AdapterInfo {
     pub backbone: String,
     /// Where the vectors came from (run directory, method), for people.
     pub source: String,
+    /// Deep prompts: virtual tokens per layer (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_len: usize,
+    /// The backbone's layers and heads the prefix is laid out for (with `prefix_len`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_layers: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_heads: usize,
+    /// The class is read by a linear head (`head.*` tensors) instead of the label words.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +67,10 @@ pub struct Adapter {
     pub info: AdapterInfo,
     /// `[n_prompts, hidden]`, row-major.
     pub vectors: Vec<f32>,
+    /// `[prefix_len, num_layers · 2 · hidden]`, row-major (empty without deep prompts).
+    pub prefix: Vec<f32>,
+    /// Linear head: weight `[classes, hidden]` and bias `[classes]`.
+    pub head: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// SHA-256 over the architecture-relevant config, the vocabulary file and every weight (HF
@@ -83,19 +110,41 @@ pub fn fingerprint<B: Backend>(model_dir: &ModelDir, lm: &BertForMaskedLM<B>) ->
 }
 
 impl Adapter {
-    pub fn write(&self, path: &Path) -> Result<()> {
+    /// Writes the adapter (tensors in `dtype`), atomically.
+    pub fn write(&self, path: &Path, dtype: StorageDType) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert(
             "ptune".to_string(),
             serde_json::to_string(&self.info).expect("json"),
         );
-        let shape = [self.info.n_prompts, self.info.hidden_size];
-        let tensors: Vec<(String, &[usize], &[f32])> = if self.info.n_prompts == 0 {
-            Vec::new()
+        let i = &self.info;
+        let shape = [i.n_prompts, i.hidden_size];
+        let prefix_shape = [i.prefix_len, i.num_layers * 2 * i.hidden_size];
+        let mut tensors: Vec<(String, &[usize], &[f32])> = Vec::new();
+        if i.n_prompts > 0 {
+            tensors.push(("prompt_vectors".to_string(), &shape[..], &self.vectors[..]));
+        }
+        if i.prefix_len > 0 {
+            tensors.push(("prefix".to_string(), &prefix_shape[..], &self.prefix[..]));
+        }
+        let head_shapes = self
+            .head
+            .as_ref()
+            .map(|(w, b)| ([b.len(), w.len() / b.len().max(1)], [b.len()]));
+        if let (Some((w, b)), Some((ws, bs))) = (&self.head, &head_shapes) {
+            tensors.push(("head.weight".to_string(), &ws[..], &w[..]));
+            tensors.push(("head.bias".to_string(), &bs[..], &b[..]));
+        }
+        write_atomic(path, &safetensors_bytes_as(tensors, dtype, Some(meta)))
+    }
+
+    /// The format name this adapter's content calls for.
+    pub fn format_for(prefix_len: usize, head: bool) -> &'static str {
+        if prefix_len > 0 || head {
+            FORMAT_V2
         } else {
-            vec![("prompt_vectors".to_string(), &shape[..], &self.vectors[..])]
-        };
-        write_atomic(path, &safetensors_bytes(tensors, Some(meta)))
+            FORMAT
+        }
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -110,10 +159,15 @@ impl Adapter {
             .ok_or_else(|| bad("not an adapter file (no ptune metadata)".into()))?;
         let info: AdapterInfo =
             serde_json::from_str(json).map_err(|e| bad(format!("bad adapter metadata: {e}")))?;
-        if info.format != FORMAT {
+        if info.format != FORMAT && info.format != FORMAT_V2 {
             return Err(bad(format!(
-                "unsupported adapter format \"{}\" (expected {FORMAT})",
+                "unsupported adapter format \"{}\" (expected {FORMAT} or {FORMAT_V2})",
                 info.format
+            )));
+        }
+        if info.format == FORMAT && (info.prefix_len > 0 || info.head) {
+            return Err(bad(format!(
+                "a {FORMAT} adapter cannot have deep prompts or a head (that is {FORMAT_V2})"
             )));
         }
         let map = parse_safetensors(&bytes).map_err(bad)?;
@@ -128,7 +182,61 @@ impl Adapter {
             None if info.n_prompts == 0 => Vec::new(),
             None => return Err(bad("prompt_vectors missing".into())),
         };
-        Ok(Adapter { info, vectors })
+        let width = info.num_layers * 2 * info.hidden_size;
+        let prefix = match map.get("prefix") {
+            _ if info.prefix_len > 0 && (info.num_layers == 0 || info.num_heads == 0) => {
+                return Err(bad(
+                    "metadata: a prefix needs num_layers and num_heads".into()
+                ));
+            }
+            Some(t) if t.shape == [info.prefix_len, width] && info.prefix_len > 0 => t.data.clone(),
+            Some(t) => {
+                return Err(bad(format!(
+                    "prefix has shape {:?}, metadata says [{}, {width}] (prefix_len, layers {} × 2 × hidden {})",
+                    t.shape, info.prefix_len, info.num_layers, info.hidden_size
+                )));
+            }
+            None if info.prefix_len == 0 => Vec::new(),
+            None => return Err(bad("prefix missing".into())),
+        };
+        let head = match (map.get("head.weight"), map.get("head.bias")) {
+            (Some(w), Some(b))
+                if info.head
+                    && b.shape.len() == 1
+                    && b.shape[0] > 0
+                    && w.shape == [b.shape[0], info.hidden_size] =>
+            {
+                Some((w.data.clone(), b.data.clone()))
+            }
+            (None, None) if !info.head => None,
+            (w, b) => {
+                return Err(bad(format!(
+                    "head: expected head.weight [classes, {}] and head.bias [classes] {}, found {:?} and {:?}",
+                    info.hidden_size,
+                    if info.head {
+                        "(metadata says head)"
+                    } else {
+                        "only with metadata head: true"
+                    },
+                    w.map(|t| &t.shape),
+                    b.map(|t| &t.shape)
+                )));
+            }
+        };
+        if let Some(k) = map.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "prompt_vectors" | "prefix" | "head.weight" | "head.bias"
+            )
+        }) {
+            return Err(bad(format!("unexpected tensor \"{k}\"")));
+        }
+        Ok(Adapter {
+            info,
+            vectors,
+            prefix,
+            head,
+        })
     }
 
     /// Checks that this adapter was made for `backbone` (a [`fingerprint`]).
@@ -170,14 +278,66 @@ impl Adapter {
                 lm.hidden_size()
             )));
         }
-        if self.info.max_len > lm.max_positions() || self.info.max_len <= template.fixed_len() {
+        let positions = lm.max_positions().saturating_sub(self.info.prefix_len);
+        if self.info.max_len > positions || self.info.max_len <= template.fixed_len() {
             return Err(Error::invalid(format!(
-                "adapter: max_len {} must be in {}..={} (the template's fixed tokens + 1 .. the backbone's positions)",
+                "adapter: max_len {} must be in {}..={} (the template's fixed tokens + 1 .. the backbone's {} positions{})",
                 self.info.max_len,
                 template.fixed_len() + 1,
-                lm.max_positions()
+                positions,
+                lm.max_positions(),
+                if self.info.prefix_len > 0 {
+                    format!(" less the prefix of {}", self.info.prefix_len)
+                } else {
+                    String::new()
+                }
             )));
         }
+        let shape = lm.prefix_shape();
+        let deep = if self.info.prefix_len > 0 {
+            if (self.info.num_layers, self.info.num_heads) != (shape.num_layers, shape.num_heads) {
+                return Err(Error::invalid(format!(
+                    "adapter: deep prompts for {} layers × {} heads, the backbone has {} × {}",
+                    self.info.num_layers, self.info.num_heads, shape.num_layers, shape.num_heads
+                )));
+            }
+            let mut map = std::collections::BTreeMap::new();
+            map.insert(
+                "embedding.weight".to_string(),
+                RawTensor::new(
+                    vec![self.info.prefix_len, shape.width()],
+                    self.prefix.clone(),
+                ),
+            );
+            Some(
+                DeepPrompt::from_tensors(&map, shape, device)
+                    .map_err(|m| Error::invalid(format!("adapter: {m}")))?,
+            )
+        } else {
+            None
+        };
+        let head = match &self.head {
+            Some((w, b)) => {
+                if b.len() != verbalizer.n_classes() {
+                    return Err(Error::invalid(format!(
+                        "adapter: the head has {} classes, the labels {}",
+                        b.len(),
+                        verbalizer.n_classes()
+                    )));
+                }
+                let mut map = std::collections::BTreeMap::new();
+                map.insert(
+                    "weight".to_string(),
+                    RawTensor::new(vec![b.len(), lm.hidden_size()], w.clone()),
+                );
+                map.insert("bias".to_string(), RawTensor::new(vec![b.len()], b.clone()));
+                Some(
+                    linear_head_from_tensors(&map, lm.hidden_size(), b.len(), device)
+                        .map_err(|m| Error::invalid(format!("adapter: {m}")))?,
+                )
+            }
+            None => None,
+        };
         let prompt = (self.info.n_prompts > 0).then(|| {
             let mut map = std::collections::BTreeMap::new();
             map.insert(
@@ -194,6 +354,8 @@ impl Adapter {
             classifier: PromptClassifier {
                 lm: lm.clone(),
                 prompt,
+                deep,
+                head,
             },
             template,
             verbalizer,
@@ -250,9 +412,6 @@ impl<B: crate::model::kernels::Kernels> Task<B> {
     }
 
     pub fn n_params(&self) -> usize {
-        self.classifier
-            .prompt
-            .as_ref()
-            .map_or(0, |p| p.num_params())
+        self.classifier.prompt_params()
     }
 }

@@ -1,16 +1,23 @@
 //! The prompt-based classifier: a BERT masked LM, optionally a prompt encoder whose vectors
-//! replace the pseudo tokens' input embeddings, and the label words read at `[MASK]`.
+//! replace the pseudo tokens' input embeddings, optionally deep prompts (per-layer prefix keys
+//! and values), and the class read at `[MASK]`: through the label words by the MLM head, or
+//! by a small linear head on the `[MASK]` hidden state.
+
+use std::str::FromStr;
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::data::Batch;
 use crate::model::bert::{AttentionMask, BertForMaskedLM};
+use crate::model::deep_prompt::{DeepPrompt, Prefixes};
 use crate::model::kernels::Kernels;
 use crate::model::prompt_encoder::PromptEncoder;
-use crate::model::weights::to_host;
+use crate::model::tensors::RawTensor;
+use crate::model::weights::{new_param, to_host, transpose};
 
 #[derive(Module, Debug)]
 pub struct PromptClassifier<B: Backend> {
@@ -18,6 +25,33 @@ pub struct PromptClassifier<B: Backend> {
     /// `None`: pseudo tokens keep their own (`[unusedK]`) embeddings, as in fine-tuning,
     /// zero-shot and manual templates.
     pub prompt: Option<PromptEncoder<B>>,
+    /// Deep prompts: trainable keys and values in every layer (P-tuning v2).
+    pub deep: Option<DeepPrompt<B>>,
+    /// `Some`: classes are read by this linear layer `[hidden → classes]` at the first
+    /// `[MASK]`; `None`: by the MLM head through the label words.
+    pub head: Option<Linear<B>>,
+}
+
+/// How a class is read at `[MASK]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// The frozen MLM head's logits of the label words.
+    #[default]
+    Mlm,
+    /// A trainable linear layer on the `[MASK]` hidden state.
+    Linear,
+}
+
+impl FromStr for Head {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mlm" => Ok(Self::Mlm),
+            "linear" => Ok(Self::Linear),
+            _ => Err(format!("unknown head \"{s}\" (expected mlm or linear)")),
+        }
+    }
 }
 
 pub(crate) fn int_tensor<B: Backend, const D: usize>(
@@ -29,6 +63,25 @@ pub(crate) fn int_tensor<B: Backend, const D: usize>(
         TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), shape),
         device,
     )
+}
+
+impl<B: Backend> PromptClassifier<B> {
+    /// The LM with an optional prompt encoder (no deep prompts, MLM head).
+    pub fn new(lm: BertForMaskedLM<B>, prompt: Option<PromptEncoder<B>>) -> Self {
+        PromptClassifier {
+            lm,
+            prompt,
+            deep: None,
+            head: None,
+        }
+    }
+
+    /// Parameters besides the LM's (prompt encoder, deep prompts, head).
+    pub fn prompt_params(&self) -> usize {
+        self.prompt.as_ref().map_or(0, |p| p.num_params())
+            + self.deep.as_ref().map_or(0, |d| d.num_params())
+            + self.head.as_ref().map_or(0, |h| h.num_params())
+    }
 }
 
 impl<B: Kernels> PromptClassifier<B> {
@@ -43,35 +96,19 @@ impl<B: Kernels> PromptClassifier<B> {
         if batch.pseudo_positions.is_empty() {
             return embeds;
         }
-        let h = embeds.dims()[2];
         let vectors = encoder.forward(); // once per step, shared by the batch
-        let mut which = vec![0u32; b * l];
-        let mut is_pseudo = vec![false; b * l];
-        for &(p, k) in &batch.pseudo_positions {
-            which[p] = k as u32;
-            is_pseudo[p] = true;
-        }
-        let spliced = vectors
-            .select(0, int_tensor::<B, 1>(&which, [b * l], device))
-            .reshape([b, l, h]);
-        let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(is_pseudo, [b, l, 1]), device)
-            .expand([b, l, h]);
-        embeds.mask_where(mask, spliced)
+        splice_rows(embeds, vectors, &batch.pseudo_positions, device)
     }
 
     /// The encoder's inputs for a batch: embeddings with the prompt vectors spliced in, token
-    /// types (when the template has a second segment) and the padding mask.
-    fn encoder_inputs(
-        &self,
-        batch: &Batch,
-        device: &B::Device,
-    ) -> (Tensor<B, 3>, Option<Tensor<B, 2, Int>>, AttentionMask<B>) {
-        let (b, l) = (batch.batch_size, batch.seq_len);
-        let types = batch
-            .has_token_types()
-            .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device));
-        let mask = AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device));
-        (self.input_embeddings(batch, device), types, mask)
+    /// types (when the template has a second segment), the padding mask and the deep prompts.
+    fn encoder_inputs(&self, batch: &Batch, device: &B::Device) -> EncoderInputs<B> {
+        EncoderInputs::new(
+            batch,
+            self.input_embeddings(batch, device),
+            self.deep.as_ref().map(|d| d.prefixes(batch.batch_size)),
+            device,
+        )
     }
 
     /// Last hidden state, flattened to `[batch * len, hidden]`; dropout on iff `dropout_seed`.
@@ -81,8 +118,14 @@ impl<B: Kernels> PromptClassifier<B> {
         dropout_seed: Option<u64>,
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let (embeds, types, mask) = self.encoder_inputs(batch, device);
-        let hidden = self.lm.encode(embeds, types, &mask, dropout_seed);
+        let x = self.encoder_inputs(batch, device);
+        let hidden = self.lm.encode(
+            x.embeds,
+            x.types,
+            &x.mask,
+            x.prefixes.as_ref(),
+            dropout_seed,
+        );
         let [b, l, h] = hidden.dims();
         hidden.reshape([b * l, h])
     }
@@ -95,19 +138,41 @@ impl<B: Kernels> PromptClassifier<B> {
         positions: &[u32],
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let (embeds, types, mask) = self.encoder_inputs(batch, device);
+        self.hidden_rows_with(self.encoder_inputs(batch, device), positions, device)
+    }
+
+    /// [`Self::hidden_rows`] on inputs already made (mixed-task batches build their own).
+    pub fn hidden_rows_with(
+        &self,
+        x: EncoderInputs<B>,
+        positions: &[u32],
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
         let positions = int_tensor::<B, 1>(positions, [positions.len()], device);
-        self.lm.encode_rows(embeds, types, &mask, positions)
+        self.lm
+            .encode_rows(x.embeds, x.types, &x.mask, x.prefixes.as_ref(), positions)
     }
 
     /// Mean cross-entropy over the full vocabulary at the batch's targets (MLM head applied
-    /// only at those positions). Dropout is on iff `dropout_seed` is given.
+    /// only at those positions), or, with a linear head, over the classes at each row's first
+    /// `[MASK]`. Dropout is on iff `dropout_seed` is given.
     pub fn loss(
         &self,
         batch: &Batch,
         dropout_seed: Option<u64>,
         device: &B::Device,
     ) -> Tensor<B, 1> {
+        if let Some(head) = &self.head {
+            let rows = first_mask_rows(batch);
+            let hidden = self
+                .hidden(batch, dropout_seed, device)
+                .select(0, int_tensor::<B, 1>(&rows, [rows.len()], device));
+            let labels: Vec<u32> = batch.labels.iter().map(|&l| l as u32).collect();
+            return CrossEntropyLossConfig::new().init(device).forward(
+                head.forward(hidden),
+                int_tensor::<B, 1>(&labels, [labels.len()], device),
+            );
+        }
         let positions: Vec<u32> = batch.targets.iter().map(|&(p, _)| p as u32).collect();
         let targets: Vec<u32> = batch.targets.iter().map(|&(_, t)| t).collect();
         let n = positions.len();
@@ -129,6 +194,12 @@ impl<B: Kernels> PromptClassifier<B> {
         word_ids: &[Vec<u32>],
         device: &B::Device,
     ) -> Vec<Vec<f32>> {
+        if let Some(head) = &self.head {
+            let rows = first_mask_rows(batch);
+            let (_, data) = to_host(head.forward(self.hidden_rows(batch, &rows, device)));
+            let c = data.len() / batch.batch_size.max(1);
+            return data.chunks(c.max(1)).map(|r| r.to_vec()).collect();
+        }
         let n_mask = batch.n_mask();
         let n_classes = word_ids.len();
         let flat_words: Vec<u32> = word_ids.iter().flatten().copied().collect();
@@ -152,6 +223,70 @@ impl<B: Kernels> PromptClassifier<B> {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// `embeds` `[batch, len, hidden]` with the rows of `table` `[n, hidden]` put in at
+/// `(flat position, table row)` pairs.
+pub fn splice_rows<B: Backend>(
+    embeds: Tensor<B, 3>,
+    table: Tensor<B, 2>,
+    at: &[(usize, usize)],
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let [b, l, h] = embeds.dims();
+    let mut which = vec![0u32; b * l];
+    let mut is_pseudo = vec![false; b * l];
+    for &(p, k) in at {
+        which[p] = k as u32;
+        is_pseudo[p] = true;
+    }
+    let spliced = table
+        .select(0, int_tensor::<B, 1>(&which, [b * l], device))
+        .reshape([b, l, h]);
+    let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(is_pseudo, [b, l, 1]), device)
+        .expand([b, l, h]);
+    embeds.mask_where(mask, spliced)
+}
+
+/// The first `[MASK]` of every row (flat positions), where a linear head reads the class.
+fn first_mask_rows(batch: &Batch) -> Vec<u32> {
+    let n_mask = batch.n_mask().max(1);
+    batch
+        .mask_positions
+        .iter()
+        .step_by(n_mask)
+        .map(|&p| p as u32)
+        .collect()
+}
+
+/// What the encoder is run on: input embeddings, token types, the padding mask, and the
+/// deep prompts' per-layer keys and values.
+pub struct EncoderInputs<B: Backend> {
+    pub embeds: Tensor<B, 3>,
+    pub types: Option<Tensor<B, 2, Int>>,
+    pub mask: AttentionMask<B>,
+    pub prefixes: Option<Prefixes<B>>,
+}
+
+impl<B: Backend> EncoderInputs<B> {
+    /// Token types (when the template has a second segment) and the padding mask of a batch,
+    /// with the given embeddings and prefixes.
+    pub fn new(
+        batch: &Batch,
+        embeds: Tensor<B, 3>,
+        prefixes: Option<Prefixes<B>>,
+        device: &B::Device,
+    ) -> Self {
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        EncoderInputs {
+            embeds,
+            types: batch
+                .has_token_types()
+                .then(|| int_tensor::<B, 2>(&batch.token_types, [b, l], device)),
+            mask: AttentionMask::new(int_tensor::<B, 2>(&batch.attention, [b, l], device)),
+            prefixes,
+        }
     }
 }
 
@@ -203,4 +338,74 @@ pub fn score_all<B: Kernels>(
         }
     }
     scores
+}
+
+/// A fresh linear head `[hidden → classes]` with PyTorch's default initialisation (weights and
+/// bias uniform in ±1/sqrt(hidden)).
+pub fn linear_head_init<B: Backend>(
+    hidden: usize,
+    classes: usize,
+    rng: &mut rand::rngs::StdRng,
+    device: &B::Device,
+) -> Linear<B> {
+    use rand::Rng;
+    let bound = 1.0 / (hidden as f32).sqrt();
+    let mut u =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(
+        "weight".to_string(),
+        RawTensor::new(vec![classes, hidden], u(classes * hidden)),
+    );
+    map.insert(
+        "bias".to_string(),
+        RawTensor::new(vec![classes], u(classes)),
+    );
+    linear_head_from_tensors(&map, hidden, classes, device).expect("shapes built here")
+}
+
+/// A linear head from `weight` `[classes, hidden]` and `bias` `[classes]` (PyTorch layout).
+pub fn linear_head_from_tensors<B: Backend>(
+    map: &std::collections::BTreeMap<String, RawTensor>,
+    hidden: usize,
+    classes: usize,
+    device: &B::Device,
+) -> std::result::Result<Linear<B>, String> {
+    let get = |k: &str, want: &[usize]| -> std::result::Result<Vec<f32>, String> {
+        let t = map
+            .get(k)
+            .ok_or_else(|| format!("missing tensor \"head.{k}\""))?;
+        if t.shape != want {
+            return Err(format!(
+                "tensor \"head.{k}\" has shape {:?}, expected {want:?} (classes, hidden)",
+                t.shape
+            ));
+        }
+        Ok(t.data.clone())
+    };
+    let w = transpose(&get("weight", &[classes, hidden])?, classes, hidden);
+    Ok(Linear {
+        weight: new_param("head.weight", w, [hidden, classes], device),
+        bias: Some(new_param(
+            "head.bias",
+            get("bias", &[classes])?,
+            [classes],
+            device,
+        )),
+    })
+}
+
+/// The head's `weight` `[classes, hidden]` and `bias`, PyTorch layout.
+pub fn linear_head_tensors<B: Backend>(
+    head: &Linear<B>,
+) -> std::collections::BTreeMap<String, RawTensor> {
+    let (s, d) = to_host(head.weight.val());
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(
+        "weight".to_string(),
+        RawTensor::new(vec![s[1], s[0]], transpose(&d, s[0], s[1])),
+    );
+    let (s, d) = to_host(head.bias.as_ref().expect("the head has a bias").val());
+    map.insert("bias".to_string(), RawTensor::new(s, d));
+    map
 }

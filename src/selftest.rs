@@ -181,10 +181,7 @@ pub fn train_step<B: TrainBackend>(model_dir: &ModelDir, device: &B::Device) -> 
         &mut StdRng::seed_from_u64(0),
         device,
     );
-    let model = PromptClassifier {
-        lm,
-        prompt: Some(prompt),
-    };
+    let model = PromptClassifier::new(lm, Some(prompt));
     let loss = model.loss(&batch, None, device);
     let loss_value = to_host(loss.clone()).1[0] as f64;
     let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -416,12 +416,20 @@ fn adapter_size_at_bert_base_width() {
             n_prompts: 8,
             backbone: "f".repeat(64),
             source: "runs/ptune-seed42 (ptune, best valid epoch)".into(),
+            prefix_len: 0,
+            num_layers: 0,
+            num_heads: 0,
+            head: false,
         },
         vectors: (0..8 * 768).map(|i| i as f32 * 0.001).collect(),
+        prefix: Vec::new(),
+        head: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("a.adapter");
-    adapter.write(&p).unwrap();
+    adapter
+        .write(&p, ptune::model::tensors::StorageDType::F32)
+        .unwrap();
     let size = fs::metadata(&p).unwrap().len();
     assert!(size <= 30_000, "{size} bytes");
     assert_eq!(Adapter::read(&p).unwrap(), adapter);

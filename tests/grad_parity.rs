@@ -57,10 +57,7 @@ fn one_ptuning_step_matches_pytorch() {
         &device,
     )
     .unwrap();
-    let model = PromptClassifier {
-        lm,
-        prompt: Some(prompt),
-    };
+    let model = PromptClassifier::new(lm, Some(prompt));
     // no dropout seed: dropout off, as in the fixture
 
     let rows: Vec<Vec<u32>> = fx["ids"]

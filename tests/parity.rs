@@ -266,10 +266,7 @@ fn scores_at_mask_equal_full_forward_logits() {
             .collect();
         let items: Vec<_> = encoded.iter().map(|e| (e, 0usize)).collect();
         let batch = Batch::collate(&items, 0);
-        let classifier = PromptClassifier {
-            lm: dir.load::<Cpu>(&Default::default()).unwrap(),
-            prompt: None,
-        };
+        let classifier = PromptClassifier::new(dir.load::<Cpu>(&Default::default()).unwrap(), None);
         let scores = classifier.class_scores(&batch, &words, &Default::default());
 
         let rows = |flat: &[u32]| -> Vec<Vec<u32>> {

@@ -66,10 +66,8 @@ impl Job for Bench {
                         .iter()
                         .map(|r| template.encode(&tokenizer, &r.text_a, None, a.max_len))
                         .collect::<Result<Vec<_>>>()?;
-                    let model = PromptClassifier {
-                        lm: model_dir.load::<B::InnerBackend>(&device)?,
-                        prompt: None,
-                    };
+                    let model =
+                        PromptClassifier::new(model_dir.load::<B::InnerBackend>(&device)?, None);
                     let order = if what == "forward" {
                         ptune::bench::BatchOrder::FileOrder
                     } else {

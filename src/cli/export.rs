@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use ptune::error::Result;
 use ptune::model::ModelDir;
+use ptune::model::tensors::StorageDType;
 
 use super::{BackendArgs, Job, run_job};
 
@@ -19,6 +20,9 @@ pub struct Args {
     /// Adapter file to write.
     #[arg(long)]
     out: PathBuf,
+    /// Storage type of the adapter's tensors: f32, or f16 (half the size).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    dtype: StorageDType,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -43,16 +47,27 @@ impl Job for Export {
                 ),
             ));
         }
-        adapter.write(&a.out)?;
+        adapter.write(&a.out, a.dtype)?;
         let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+        let i = &adapter.info;
+        let deep = if i.prefix_len > 0 {
+            format!(
+                ", deep prompts {} × {} layers × 2 × {}",
+                i.prefix_len, i.num_layers, i.hidden_size
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "wrote {} ({size} bytes): {} prompt vectors × {}, template \"{}\", labels {}, backbone {}…",
+            "wrote {} ({size} bytes, {:?}): {} prompt vectors × {}{deep}{}, template \"{}\", labels {}, backbone {}…",
             a.out.display(),
-            adapter.info.n_prompts,
-            adapter.info.hidden_size,
-            adapter.info.template,
-            adapter.info.labels,
-            &adapter.info.backbone[..16]
+            a.dtype,
+            i.n_prompts,
+            i.hidden_size,
+            if i.head { ", linear head" } else { "" },
+            i.template,
+            i.labels,
+            &i.backbone[..16]
         );
         Ok(())
     }
@@ -68,4 +83,12 @@ pub fn run(args: Args) -> Result<()> {
     let model = ModelDir::open(&model_path)?;
     let backend = args.backend.clone();
     run_job(&backend, Export(args, model))
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<StorageDType, String> {
+    match s {
+        "f32" => Ok(StorageDType::F32),
+        "f16" => Ok(StorageDType::F16),
+        _ => Err(format!("\"{s}\": expected f32 or f16")),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ptune::adapter::{Adapter, fingerprint};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
-use ptune::serve::{ServeConfig, TaskInfo, serve};
+use ptune::serve::{Batching, ServeConfig, TaskInfo, serve};
 
 use super::{BackendArgs, Job, run_job};
 
@@ -40,6 +40,10 @@ pub struct Args {
     /// Rows per forward pass.
     #[arg(long, default_value_t = 32)]
     forward_batch: usize,
+    /// Compute each task's texts in passes of their own, instead of one pass that mixes tasks
+    /// (per-row prompt vectors and prefixes); for comparison.
+    #[arg(long)]
+    per_task_batches: bool,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -63,6 +67,8 @@ impl Job for Serve {
                 label_words: task.verbalizer.words.clone(),
                 template: adapter.info.template.clone(),
                 prompts: adapter.info.n_prompts,
+                prefix_len: adapter.info.prefix_len,
+                linear_head: adapter.info.head,
                 source: adapter.info.source.clone(),
             };
             tasks.push((info, task));
@@ -76,6 +82,11 @@ impl Job for Serve {
             max_body_bytes: a.max_body_bytes,
             forward_batch: a.forward_batch.max(1),
             max_queue_texts: a.max_queue_texts.max(1),
+            batching: if a.per_task_batches {
+                Batching::PerTask
+            } else {
+                Batching::Mixed
+            },
         };
         if !a.addr.ip().is_loopback() {
             eprintln!(

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use ptune::classifier::Head;
 use ptune::data::{FewShot, MlmAugment};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
+use ptune::model::deep_prompt::Reparam;
 use ptune::model::prompt_encoder::PromptEncoderKind;
 use ptune::train::config::Schedule;
 use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
@@ -30,6 +32,18 @@ pub struct RunArgs {
     pub labels: Option<String>,
     #[arg(long)]
     pub prompt_encoder: Option<PromptEncoderKind>,
+    /// ptune-v2: deep-prompt virtual tokens per layer.
+    #[arg(long)]
+    pub prefix_len: Option<usize>,
+    /// ptune-v2: reparameterise the prefixes by an MLP while training (none or mlp).
+    #[arg(long)]
+    pub reparam: Option<Reparam>,
+    /// ptune-v2 with --reparam mlp: the MLP's hidden width.
+    #[arg(long)]
+    pub reparam_hidden: Option<usize>,
+    /// How the class is read at [MASK]: mlm (label words) or linear (a trainable head).
+    #[arg(long)]
+    pub head: Option<Head>,
     /// Few-shot set: the first fraction of train.tsv.
     #[arg(long, conflicts_with = "shots")]
     pub frac: Option<f64>,
@@ -75,6 +89,9 @@ impl RunArgs {
     pub fn config(&self, method: Method, default_recipe: &str) -> Result<TrainConfig> {
         let mut c =
             Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
+        macro_rules! set {
+            ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = self.$arg { c.$field = v; })* };
+        }
         if let Some(v) = &self.template {
             c.template = v.clone();
         }
@@ -84,14 +101,18 @@ impl RunArgs {
         if let Some(v) = self.prompt_encoder {
             c.prompt_encoder = v;
         }
+        // deep-prompt settings apply to ptune-v2 (compare runs every method from one command line)
+        if method == Method::PtuneV2 {
+            set!(prefix_len <- prefix_len, reparam <- reparam, reparam_hidden <- reparam_hidden);
+        }
+        if method != Method::Zeroshot {
+            set!(head <- head);
+        }
         if let Some(f) = self.frac {
             c.fewshot = FewShot::Frac(f);
         }
         if let Some(k) = self.shots {
             c.fewshot = FewShot::Shots(k);
-        }
-        macro_rules! set {
-            ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = self.$arg { c.$field = v; })* };
         }
         set!(seed <- seed, passes <- passes, batch_size <- batch_size, max_len <- max_len, lr <- lr, weight_decay <- weight_decay);
         if method != Method::Zeroshot {
@@ -122,7 +143,8 @@ impl RunArgs {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ptune (frozen LM, prompt encoder trains), finetune (all LM weights) or zeroshot.
+    /// ptune (frozen LM, prompt encoder trains), ptune-v2 (frozen LM, deep prompts in every
+    /// layer), finetune (all LM weights) or zeroshot.
     #[arg(long, value_enum, default_value = "ptune")]
     method: Method,
     /// With ptune: train the LM together with the prompt encoder.
@@ -183,6 +205,24 @@ pub fn run(args: Args) -> Result<()> {
     config.tune_lm = args.tune_lm;
     if args.tune_lm && args.method != Method::Ptune {
         return Err(Error::invalid("--tune-lm applies to --method ptune only"));
+    }
+    let deep_flags = [
+        ("--prefix-len", args.run.prefix_len.is_some()),
+        ("--reparam", args.run.reparam.is_some()),
+        ("--reparam-hidden", args.run.reparam_hidden.is_some()),
+    ];
+    if let Some((flag, _)) = deep_flags
+        .iter()
+        .find(|(_, given)| *given && args.method != Method::PtuneV2)
+    {
+        return Err(Error::invalid(format!(
+            "{flag} applies to --method ptune-v2 only"
+        )));
+    }
+    if args.method == Method::Zeroshot && args.run.head.is_some() {
+        return Err(Error::invalid(
+            "--head applies to trained methods, not zeroshot",
+        ));
     }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed))

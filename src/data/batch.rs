@@ -76,6 +76,12 @@ impl Batch {
         self.targets.sort_unstable();
     }
 
+    /// Drops every target but the `[MASK]` slots' (a linear head's loss reads only those).
+    pub fn keep_label_targets_only(&mut self) {
+        let slots: std::collections::HashSet<usize> = self.mask_positions.iter().copied().collect();
+        self.targets.retain(|(p, _)| slots.contains(p));
+    }
+
     /// Splits the batch into up to `parts` batches of consecutive rows (each trimmed to its own
     /// longest row), for computing one step on several threads.
     pub fn split_rows(&self, parts: usize) -> Vec<Batch> {

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use super::config::{Activation, BertConfig};
+use super::deep_prompt::{PrefixShape, Prefixes};
 use super::dropout::SeededDropout;
 use super::kernels::Kernels;
 use super::weights::{Weights, to_host, transpose};
@@ -36,7 +37,17 @@ impl<B: Backend> AttentionMask<B> {
             Tensor::<B, 4>::zeros([b, 1, 1, l], &pad.device()).mask_fill(pad, f32::NEG_INFINITY);
         AttentionMask { bias }
     }
+
+    /// The mask over `prefix` keys followed by the tokens' keys (`[batch, 1, 1, P + len]`).
+    pub fn with_prefix(&self, prefix: &Prefixes<B>) -> Self {
+        AttentionMask {
+            bias: Tensor::cat(vec![prefix.bias.clone(), self.bias.clone()], 3),
+        }
+    }
 }
+
+/// One layer's prefix keys and values, `[batch, heads, P, head_dim]` each.
+pub type LayerPrefix<'a, B> = Option<&'a (Tensor<B, 4>, Tensor<B, 4>)>;
 
 /// LayerNorm over the hidden axis with HF's parameter names (`LayerNorm.weight` / `.bias`).
 #[derive(Module, Debug)]
@@ -68,20 +79,34 @@ pub struct BertEmbeddings<B: Backend> {
 
 impl<B: Kernels> BertEmbeddings<B> {
     /// `inputs_embeds` + position + token-type embeddings, LayerNorm, dropout
-    /// (transformers' `BertEmbeddings.forward` with `inputs_embeds`).
+    /// (transformers' `BertEmbeddings.forward` with `inputs_embeds`). Positions start at 0, or
+    /// at each row's `offsets` entry (after its deep-prompt prefix).
     pub fn forward(
         &self,
         inputs_embeds: Tensor<B, 3>,
         token_type_ids: Option<Tensor<B, 2, Int>>,
+        offsets: Option<&[usize]>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        let [_, l, h] = inputs_embeds.dims();
-        let pos = self
-            .position_embeddings
-            .weight
-            .val()
-            .slice(0..l)
-            .reshape([1, l, h]);
+        let [b, l, h] = inputs_embeds.dims();
+        let table = self.position_embeddings.weight.val();
+        let pos = match offsets {
+            Some(o) if o.iter().any(|&x| x != o[0]) => {
+                let ids: Vec<i64> = o
+                    .iter()
+                    .flat_map(|&x| (x..x + l).map(|p| p as i64))
+                    .collect();
+                let ids = Tensor::<B, 1, Int>::from_data(
+                    burn::tensor::TensorData::new(ids, [b * l]),
+                    &table.device(),
+                );
+                table.select(0, ids).reshape([b, l, h])
+            }
+            _ => {
+                let o = offsets.and_then(|o| o.first().copied()).unwrap_or(0);
+                table.slice(o..o + l).reshape([1, l, h])
+            }
+        };
         let types = match token_type_ids {
             Some(ids) => self.token_type_embeddings.forward(ids),
             None => self
@@ -108,12 +133,14 @@ pub struct BertSelfAttention<B: Backend> {
 impl<B: Kernels> BertSelfAttention<B> {
     /// Attention of `queries` `[batch, q, hidden]` over the keys and values of `x`
     /// `[batch, len, hidden]`; `queries` is `x` itself except when only some rows of the
-    /// output are wanted (see [`BertForMaskedLM::encode_rows`]).
+    /// output are wanted (see [`BertForMaskedLM::encode_rows`]). With a `prefix` (deep prompts)
+    /// its keys and values come before the tokens' and `mask` covers both.
     pub fn forward(
         &self,
         queries: Tensor<B, 3>,
         x: Tensor<B, 3>,
         mask: &AttentionMask<B>,
+        prefix: LayerPrefix<'_, B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
@@ -123,6 +150,13 @@ impl<B: Kernels> BertSelfAttention<B> {
         let q = split(self.query.forward(queries), lq);
         let k = split(self.key.forward(x.clone()), l);
         let v = split(self.value.forward(x), l);
+        let (k, v) = match prefix {
+            Some((pk, pv)) => (
+                Tensor::cat(vec![pk.clone(), k], 2),
+                Tensor::cat(vec![pv.clone(), v], 2),
+            ),
+            None => (k, v),
+        };
         // Softmax attention on strided head views (no copies), with the padding bias and the
         // softmax fused into one kernel; measured faster on the CPU backend than its fused
         // attention, which first makes q, k and v contiguous.
@@ -220,9 +254,10 @@ impl<B: Kernels> BertLayer<B> {
         &self,
         x: Tensor<B, 3>,
         mask: &AttentionMask<B>,
+        prefix: LayerPrefix<'_, B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        self.forward_rows(x.clone(), x, mask, seed)
+        self.forward_rows(x.clone(), x, mask, prefix, seed)
     }
 
     /// The layer's output at some rows only: `rows` `[batch, k, hidden]` are those rows of
@@ -233,12 +268,13 @@ impl<B: Kernels> BertLayer<B> {
         rows: Tensor<B, 3>,
         x: Tensor<B, 3>,
         mask: &AttentionMask<B>,
+        prefix: LayerPrefix<'_, B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
         let a = self
             .attention
             .self_attention
-            .forward(rows.clone(), x, mask, seed);
+            .forward(rows.clone(), x, mask, prefix, seed);
         let a = self.attention.output.forward(a, rows, seed);
         let i = self
             .intermediate
@@ -296,19 +332,25 @@ impl<B: Kernels> BertForMaskedLM<B> {
 
     /// Last hidden state `[batch, len, hidden]` from input embeddings. `dropout_seed`: `Some`
     /// in training (dropout on, masks derived from the seed), `None` for inference.
+    /// `prefixes`: deep prompts, one key/value pair per layer.
     pub fn encode(
         &self,
         inputs_embeds: Tensor<B, 3>,
         token_type_ids: Option<Tensor<B, 2, Int>>,
         mask: &AttentionMask<B>,
+        prefixes: Option<&Prefixes<B>>,
         dropout_seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        let mut x = self
-            .bert
-            .embeddings
-            .forward(inputs_embeds, token_type_ids, dropout_seed);
-        for layer in &self.bert.encoder.layer {
-            x = layer.forward(x, mask, dropout_seed);
+        let mut x = self.bert.embeddings.forward(
+            inputs_embeds,
+            token_type_ids,
+            prefixes.map(|p| &p.offsets[..]),
+            dropout_seed,
+        );
+        let prefixed = prefixes.map(|p| mask.with_prefix(p));
+        let mask = prefixed.as_ref().unwrap_or(mask);
+        for (i, layer) in self.bert.encoder.layer.iter().enumerate() {
+            x = layer.forward(x, mask, prefixes.map(|p| &p.layers[i]), dropout_seed);
         }
         x
     }
@@ -323,27 +365,34 @@ impl<B: Kernels> BertForMaskedLM<B> {
         inputs_embeds: Tensor<B, 3>,
         token_type_ids: Option<Tensor<B, 2, Int>>,
         mask: &AttentionMask<B>,
+        prefixes: Option<&Prefixes<B>>,
         positions: Tensor<B, 1, Int>,
     ) -> Tensor<B, 2> {
         let [b, l, h] = inputs_embeds.dims();
+        let prefixed = prefixes.map(|p| mask.with_prefix(p));
+        let mask = prefixed.as_ref().unwrap_or(mask);
+        let prefix = |i: usize| prefixes.map(|p| &p.layers[i]);
         let n = positions.dims()[0];
         let layers = &self.bert.encoder.layer;
-        let mut x = self
-            .bert
-            .embeddings
-            .forward(inputs_embeds, token_type_ids, None);
+        let mut x = self.bert.embeddings.forward(
+            inputs_embeds,
+            token_type_ids,
+            prefixes.map(|p| &p.offsets[..]),
+            None,
+        );
         let Some((last, rest)) = layers.split_last() else {
             return x.reshape([b * l, h]).select(0, positions);
         };
-        for layer in rest {
-            x = layer.forward(x, mask, None);
+        for (i, layer) in rest.iter().enumerate() {
+            x = layer.forward(x, mask, prefix(i), None);
         }
         let rows = x
             .clone()
             .reshape([b * l, h])
             .select(0, positions)
             .reshape([b, n / b, h]);
-        last.forward_rows(rows, x, mask, None).reshape([n, h])
+        last.forward_rows(rows, x, mask, prefix(rest.len()), None)
+            .reshape([n, h])
     }
 
     /// The decoder matrix `[vocab, hidden]`.
@@ -394,7 +443,7 @@ impl<B: Kernels> BertForMaskedLM<B> {
     ) -> Tensor<B, 3> {
         let [b, l] = input_ids.dims();
         let mask = AttentionMask::new(attention_mask);
-        let hidden = self.encode(self.embed_tokens(input_ids), None, &mask, None);
+        let hidden = self.encode(self.embed_tokens(input_ids), None, &mask, None, None);
         let h = hidden.dims()[2];
         let logits = self.mlm_logits(hidden.reshape([b * l, h]));
         let v = logits.dims()[1];
@@ -421,6 +470,20 @@ impl<B: Backend> BertForMaskedLM<B> {
         );
         let (shape, data) = to_host(weight.select(0, idx));
         super::tensors::RawTensor::new(shape, data)
+    }
+
+    /// The shape deep prompts need from this backbone.
+    pub fn prefix_shape(&self) -> PrefixShape {
+        PrefixShape {
+            num_layers: self.bert.encoder.layer.len(),
+            num_heads: self
+                .bert
+                .encoder
+                .layer
+                .first()
+                .map_or(1, |l| l.attention.self_attention.num_heads),
+            hidden: self.hidden_size(),
+        }
     }
 
     pub fn max_positions(&self) -> usize {

@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod deep_prompt;
 pub mod dropout;
 pub mod fill_mask;
 pub mod hf_dir;

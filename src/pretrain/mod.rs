@@ -325,10 +325,7 @@ fn heldout_loss<B: Kernels>(
     device: &B::Device,
 ) -> f64 {
     use rayon::prelude::*;
-    let model = PromptClassifier {
-        lm: lm.clone(),
-        prompt: None,
-    };
+    let model = PromptClassifier::new(lm.clone(), None);
     let chunks: Vec<(usize, &[Span])> = data.heldout.chunks(64).enumerate().collect();
     let sums: Vec<(f64, usize)> = chunks
         .par_iter()
@@ -434,7 +431,7 @@ pub fn pretrain<B: TrainBackend>(
         }
     }
     let parameters = lm.num_params();
-    let mut model = PromptClassifier { lm, prompt: None };
+    let mut model = PromptClassifier::new(lm, None);
     let _memory = crate::train::memory::LowPeakWhileLarge::new(parameters);
 
     let save_opts = SaveOptions {

@@ -20,9 +20,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+pub mod mixed;
+
 use crate::adapter::{Prediction, Task};
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
+use mixed::MixedTasks;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -38,6 +41,17 @@ pub struct ServeConfig {
     pub forward_batch: usize,
     /// Most texts waiting for the compute thread; beyond it requests get 503 + Retry-After.
     pub max_queue_texts: usize,
+    /// How a gathered batch is computed.
+    pub batching: Batching,
+}
+
+/// How the compute thread runs the texts it gathered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One forward pass for all tasks' texts together (per-row prompts and prefixes).
+    Mixed,
+    /// One pass per task (the comparison point for `Mixed`).
+    PerTask,
 }
 
 /// A task as listed by `GET /v1/tasks`.
@@ -48,6 +62,10 @@ pub struct TaskInfo {
     pub label_words: Vec<String>,
     pub template: String,
     pub prompts: usize,
+    /// Deep-prompt virtual tokens per layer (0: none).
+    pub prefix_len: usize,
+    /// Whether a linear head reads the class (else the label words).
+    pub linear_head: bool,
     pub source: String,
 }
 
@@ -236,7 +254,7 @@ async fn not_found() -> Response {
 /// The compute thread: gathers jobs into batches and runs them on the backbone.
 fn compute_loop<B: crate::model::kernels::Kernels>(
     jobs: mpsc::Receiver<Job>,
-    tasks: Vec<Task<B>>,
+    tasks: MixedTasks<B>,
     tokenizer: BertTokenizer,
     config: ServeConfig,
     queued: Arc<AtomicUsize>,
@@ -265,7 +283,16 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
         );
         // a client that hung up is not waiting for its answer: do not compute it
         batch.retain(|j| !j.reply.is_closed());
-        for (t, task) in tasks.iter().enumerate() {
+        if config.batching == Batching::Mixed {
+            let items: Vec<(usize, &str)> = batch
+                .iter()
+                .flat_map(|j| j.texts.iter().map(move |s| (j.task, s.as_str())))
+                .collect();
+            let result = tasks.classify(&tokenizer, &items, config.forward_batch, &device);
+            answer(batch, result);
+            continue;
+        }
+        for (t, task) in tasks.tasks().iter().enumerate() {
             let group: Vec<Job> = {
                 let (mine, rest): (Vec<Job>, Vec<Job>) =
                     batch.into_iter().partition(|j| j.task == t);
@@ -279,19 +306,25 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
                 .iter()
                 .flat_map(|j| j.texts.iter().map(|s| (s.as_str(), None)))
                 .collect();
-            match task.classify(&tokenizer, &texts, config.forward_batch, &device) {
-                Ok(preds) => {
-                    let mut it = preds.into_iter();
-                    for job in group {
-                        let mine: Vec<Prediction> = it.by_ref().take(job.texts.len()).collect();
-                        let _ = job.reply.send(Ok(mine));
-                    }
-                }
-                Err(e) => {
-                    for job in group {
-                        let _ = job.reply.send(Err(e.to_string()));
-                    }
-                }
+            let result = task.classify(&tokenizer, &texts, config.forward_batch, &device);
+            answer(group, result);
+        }
+    }
+}
+
+/// Hands each job its share of the predictions (in job order), or the error.
+fn answer(jobs: Vec<Job>, result: Result<Vec<Prediction>>) {
+    match result {
+        Ok(preds) => {
+            let mut it = preds.into_iter();
+            for job in jobs {
+                let mine: Vec<Prediction> = it.by_ref().take(job.texts.len()).collect();
+                let _ = job.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.to_string()));
             }
         }
     }
@@ -333,6 +366,7 @@ pub fn serve<B: crate::model::kernels::Kernels>(
     let worker = std::thread::Builder::new()
         .name("ptune-compute".into())
         .spawn(move || {
+            let tasks = MixedTasks::new(tasks, &device);
             compute_loop(
                 job_rx,
                 tasks,

@@ -5,8 +5,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::classifier::Head;
 use crate::data::{FewShot, MlmAugment};
 use crate::error::{Error, Result};
+use crate::model::deep_prompt::Reparam;
 use crate::model::prompt_encoder::PromptEncoderKind;
 
 /// What is trained.
@@ -19,6 +21,11 @@ pub enum Method {
     Finetune,
     /// No training: the template and label words on the pretrained LM.
     Zeroshot,
+    /// Deep prompts (P-tuning v2): frozen LM; trainable keys and values in every layer (and
+    /// the prompt encoder when the template has `[P]` tokens, and a linear head if asked).
+    #[serde(rename = "ptune-v2")]
+    #[value(name = "ptune-v2")]
+    PtuneV2,
 }
 
 impl Method {
@@ -27,8 +34,16 @@ impl Method {
             Method::Ptune => "ptune",
             Method::Finetune => "finetune",
             Method::Zeroshot => "zeroshot",
+            Method::PtuneV2 => "ptune-v2",
         }
     }
+
+    pub const ALL: [Method; 4] = [
+        Method::Ptune,
+        Method::Finetune,
+        Method::Zeroshot,
+        Method::PtuneV2,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +114,22 @@ pub struct TrainConfig {
     /// Turn the checkpoint's dropout off while training (the reference keeps it on).
     #[serde(default)]
     pub no_dropout: bool,
+    /// Deep prompts (`ptune-v2`): virtual tokens prepended to every layer's keys and values.
+    #[serde(default)]
+    pub prefix_len: usize,
+    /// How deep prompts are parameterised while training.
+    #[serde(default)]
+    pub reparam: Reparam,
+    /// Hidden width of the reparameterisation MLP.
+    #[serde(default = "default_reparam_hidden")]
+    pub reparam_hidden: usize,
+    /// How the class is read at `[MASK]`: label words by the MLM head, or a linear head.
+    #[serde(default)]
+    pub head: Head,
+}
+
+fn default_reparam_hidden() -> usize {
+    512
 }
 
 fn default_encoder() -> PromptEncoderKind {
@@ -159,7 +190,7 @@ impl Recipe {
     pub fn resolve(&self, method: Method) -> Result<TrainConfig> {
         let mut merged = toml::Table::new();
         for (k, v) in &self.table {
-            if !matches!(k.as_str(), "ptune" | "finetune" | "zeroshot") {
+            if !Method::ALL.iter().any(|m| m.name() == k) {
                 merged.insert(k.clone(), v.clone());
             }
         }
@@ -206,6 +237,33 @@ impl TrainConfig {
                 ));
             }
         }
+        match (self.method, self.prefix_len) {
+            (Method::PtuneV2, 0) => {
+                return bad("ptune-v2: prefix_len must be at least 1".into());
+            }
+            (Method::PtuneV2, _) | (_, 0) => {}
+            (m, _) => {
+                return bad(format!(
+                    "prefix_len applies to ptune-v2 only, not {}",
+                    m.name()
+                ));
+            }
+        }
+        if self.method == Method::PtuneV2
+            && self.reparam == Reparam::Mlp
+            && self.reparam_hidden == 0
+        {
+            return bad("ptune-v2: reparam_hidden must be at least 1".into());
+        }
+        if self.method == Method::Zeroshot && self.head == Head::Linear {
+            return bad("zeroshot cannot use a linear head (it would be untrained)".into());
+        }
+        if self.tune_lm && self.method != Method::Ptune {
+            return bad(format!(
+                "tune_lm applies to ptune only, not {}",
+                self.method.name()
+            ));
+        }
         if self.weight_decay < 0.0 {
             return bad("weight_decay must not be negative".into());
         }
@@ -217,6 +275,11 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// Whether the LM's own weights train (fine-tuning, or P-tuning with `tune_lm`).
+    pub fn lm_trains(&self) -> bool {
+        self.method == Method::Finetune || (self.method == Method::Ptune && self.tune_lm)
     }
 
     pub fn to_toml(&self) -> String {

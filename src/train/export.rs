@@ -5,16 +5,20 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 
 use super::config::{Method, TrainConfig};
-use crate::adapter::{Adapter, AdapterInfo, FORMAT, fingerprint};
+use crate::adapter::{Adapter, AdapterInfo, fingerprint};
+use crate::classifier::Head;
 use crate::error::{Error, Result, read_file};
 use crate::model::ModelDir;
+use crate::model::deep_prompt::DeepPrompt;
 use crate::model::prompt_encoder::load_prompt_encoder;
 use crate::model::weights::to_host;
 use crate::prompt::Template;
 
-/// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once) or of a
-/// `zeroshot` run (the template's own `[unusedK]` embeddings). Fine-tuned runs change the
-/// backbone itself and cannot be adapters.
+/// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once), of a
+/// `ptune-v2` run (its best deep prompts folded into the prefix matrix, its prompt encoder if
+/// the template has `[P]` tokens, its linear head if any) or of a `zeroshot` run (the
+/// template's own `[unusedK]` embeddings). Fine-tuned runs change the backbone itself and
+/// cannot be adapters.
 pub fn export_run<B: Backend>(
     run_dir: &Path,
     model_dir: &ModelDir,
@@ -28,32 +32,56 @@ pub fn export_run<B: Backend>(
     let lm = model_dir.load::<B>(device)?;
     let tokenizer = model_dir.tokenizer()?;
     let template = Template::parse(&config.template, &tokenizer)?;
-    let (vectors, source) = match config.method {
-        Method::Ptune if !config.tune_lm => {
-            let path = run_dir.join("best/prompt_encoder.safetensors");
-            if !path.is_file() {
-                return Err(Error::file(
-                    &path,
-                    "missing: the run has no best checkpoint yet",
-                ));
-            }
-            let encoder = load_prompt_encoder::<B>(&path, config.prompt_encoder, device)?;
-            if encoder.n_prompts() != template.n_pseudo() {
-                return Err(Error::file(
-                    &path,
-                    format!(
-                        "has {} prompts, the template {}",
-                        encoder.n_prompts(),
-                        template.n_pseudo()
-                    ),
-                ));
-            }
-            (
-                to_host(encoder.forward()).1,
-                format!("{} (ptune, best valid epoch)", run_dir.display()),
-            )
+    let best = |file: &str| -> Result<std::path::PathBuf> {
+        let path = run_dir.join("best").join(file);
+        if !path.is_file() {
+            return Err(Error::file(
+                &path,
+                "missing: the run has no best checkpoint yet",
+            ));
         }
-        Method::Zeroshot => {
+        Ok(path)
+    };
+    let trained_prompts = |_: ()| -> Result<Vec<f32>> {
+        let path = best("prompt_encoder.safetensors")?;
+        let encoder = load_prompt_encoder::<B>(&path, config.prompt_encoder, device)?;
+        if encoder.n_prompts() != template.n_pseudo() {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "has {} prompts, the template {}",
+                    encoder.n_prompts(),
+                    template.n_pseudo()
+                ),
+            ));
+        }
+        Ok(to_host(encoder.forward()).1)
+    };
+    let (vectors, source) = match config.method {
+        _ if config.lm_trains() => {
+            return Err(Error::invalid(format!(
+                "{}: only runs with a frozen LM (ptune, ptune-v2, zeroshot) can be exported; a {} run changed the backbone itself — use its best/ model directory instead",
+                run_dir.display(),
+                if config.tune_lm {
+                    "ptune with tune_lm"
+                } else {
+                    config.method.name()
+                }
+            )));
+        }
+        Method::Ptune => (
+            trained_prompts(())?,
+            format!("{} (ptune, best valid epoch)", run_dir.display()),
+        ),
+        Method::PtuneV2 => (
+            if template.n_pseudo() > 0 {
+                trained_prompts(())?
+            } else {
+                Vec::new()
+            },
+            format!("{} (ptune-v2, best valid epoch)", run_dir.display()),
+        ),
+        Method::Zeroshot | Method::Finetune => {
             let ids = template.pseudo_ids();
             let vectors = if ids.is_empty() {
                 Vec::new()
@@ -62,21 +90,42 @@ pub fn export_run<B: Backend>(
             };
             (vectors, format!("{} (zeroshot)", run_dir.display()))
         }
-        _ => {
-            return Err(Error::invalid(format!(
-                "{}: only ptune runs with a frozen LM (and zeroshot runs) can be exported; a {} run changed the backbone itself — use its best/ model directory instead",
-                run_dir.display(),
-                if config.tune_lm {
-                    "ptune --tune-lm"
-                } else {
-                    config.method.name()
-                }
-            )));
-        }
+    };
+    let shape = lm.prefix_shape();
+    let prefix = if config.method == Method::PtuneV2 {
+        let path = best("deep_prompt.safetensors")?;
+        let map = crate::model::tensors::read_safetensors(&path)?;
+        let deep = DeepPrompt::<B>::from_tensors(&map, shape, device)
+            .map_err(|m| Error::file(&path, m))?;
+        to_host(deep.forward()).1
+    } else {
+        Vec::new()
+    };
+    let head = if config.head == Head::Linear {
+        let path = best("head.safetensors")?;
+        let map = crate::model::tensors::read_safetensors(&path)?;
+        let t = |k: &str| {
+            map.get(k)
+                .map(|t| t.data.clone())
+                .ok_or_else(|| Error::file(&path, format!("missing tensor \"{k}\"")))
+        };
+        Some((t("weight")?, t("bias")?))
+    } else {
+        None
+    };
+    let prefix_len = if prefix.is_empty() {
+        0
+    } else {
+        config.prefix_len
+    };
+    let (num_layers, num_heads) = if prefix_len > 0 {
+        (shape.num_layers, shape.num_heads)
+    } else {
+        (0, 0)
     };
     Ok(Adapter {
         info: AdapterInfo {
-            format: FORMAT.to_string(),
+            format: Adapter::format_for(prefix_len, head.is_some()).to_string(),
             template: config.template.clone(),
             labels: config.labels.clone(),
             max_len: config.max_len,
@@ -84,7 +133,13 @@ pub fn export_run<B: Backend>(
             n_prompts: template.n_pseudo(),
             backbone: fingerprint(model_dir, &lm)?,
             source,
+            prefix_len,
+            num_layers,
+            num_heads,
+            head: head.is_some(),
         },
         vectors,
+        prefix,
+        head,
     })
 }

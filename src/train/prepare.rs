@@ -53,6 +53,13 @@ impl Prepared {
                 config.max_len, model.config.max_position_embeddings
             )));
         }
+        // the tokens' positions start after the prefix (as transformers and PEFT number them)
+        if config.prefix_len + config.max_len > model.config.max_position_embeddings {
+            return Err(Error::invalid(format!(
+                "prefix_len {} + max_len {} exceeds the model's max_position_embeddings {}",
+                config.prefix_len, config.max_len, model.config.max_position_embeddings
+            )));
+        }
         if config.method == Method::Ptune && template.n_pseudo() == 0 {
             return Err(Error::invalid(format!(
                 "ptune needs pseudo tokens [P] in the template \"{}\"",

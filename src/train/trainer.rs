@@ -20,10 +20,14 @@ use super::plot::{Series, write_curves};
 use super::prepare::{DataFiles, EncodedSplit, Prepared};
 use super::run_info::RunInfo;
 use super::step::loss_and_grads;
-use crate::classifier::{PromptClassifier, argmax, score_all};
+use crate::classifier::{
+    Head, PromptClassifier, argmax, linear_head_from_tensors, linear_head_init,
+    linear_head_tensors, score_all,
+};
 use crate::data::Batch;
 use crate::error::{Error, Result, write_atomic};
 use crate::model::bert::BertForMaskedLM;
+use crate::model::deep_prompt::DeepPrompt;
 use crate::model::dropout::mix;
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::{TensorMap, parse_safetensors, safetensors_bytes};
@@ -141,20 +145,7 @@ pub fn train_prepared<B: TrainBackend>(
         }
         _ => info.write(&spec.out_dir)?,
     }
-    let prompt = (c.method == Method::Ptune).then(|| {
-        PromptEncoder::init(
-            c.prompt_encoder,
-            lm.token_embeddings(prepared.template.pseudo_ids()),
-            &mut StdRng::seed_from_u64(c.seed),
-            device,
-        )
-    });
-    let lm = if c.method == Method::Ptune && !c.tune_lm {
-        lm.no_grad()
-    } else {
-        lm
-    };
-    let model = PromptClassifier { lm, prompt };
+    let model = init_model(c, prepared, lm, device);
     match (c.method, c.optimizer) {
         (Method::Zeroshot, _) => zero_shot(spec, prepared, model, device),
         (_, OptimizerKind::Adam) => Loop {
@@ -173,6 +164,59 @@ pub fn train_prepared<B: TrainBackend>(
         .run(model, FusedAdam::adamw(c.weight_decay).init()),
     }
 }
+
+/// The classifier a run starts from: the LM (frozen unless it trains), a fresh prompt encoder
+/// (P-tuning; ptune-v2 when the template has `[P]` tokens), fresh deep prompts (ptune-v2) and a
+/// fresh linear head (`head = "linear"`), each seeded from the run's seed.
+fn init_model<B: TrainBackend>(
+    c: &TrainConfig,
+    prepared: &Prepared,
+    lm: BertForMaskedLM<B>,
+    device: &B::Device,
+) -> PromptClassifier<B> {
+    let pseudo = prepared.template.pseudo_ids();
+    let wants_encoder =
+        c.method == Method::Ptune || (c.method == Method::PtuneV2 && !pseudo.is_empty());
+    let prompt = wants_encoder.then(|| {
+        PromptEncoder::init(
+            c.prompt_encoder,
+            lm.token_embeddings(pseudo),
+            &mut StdRng::seed_from_u64(c.seed),
+            device,
+        )
+    });
+    let lm_config = lm.prefix_shape();
+    let deep = (c.method == Method::PtuneV2).then(|| {
+        DeepPrompt::init(
+            c.reparam,
+            c.prefix_len,
+            c.reparam_hidden,
+            lm_config,
+            &mut StdRng::seed_from_u64(mix(c.seed, DEEP_STREAM)),
+            device,
+        )
+    });
+    let head = (c.head == Head::Linear).then(|| {
+        linear_head_init(
+            lm.hidden_size(),
+            prepared.verbalizer.n_classes(),
+            &mut StdRng::seed_from_u64(mix(c.seed, HEAD_STREAM)),
+            device,
+        )
+    });
+    let lm = if c.lm_trains() { lm } else { lm.no_grad() };
+    PromptClassifier {
+        lm,
+        prompt,
+        deep,
+        head,
+    }
+}
+
+/// Random streams of the deep prompts' and the head's initialisation (the prompt encoder's is
+/// the seed itself).
+const DEEP_STREAM: u64 = 0xdee9;
+const HEAD_STREAM: u64 = 0x4ead;
 
 fn zero_shot<B: TrainBackend>(
     spec: &RunSpec,
@@ -238,11 +282,10 @@ fn evaluate<B: Kernels>(
 
 /// Number of parameters the optimizer updates.
 fn trainable_params<B: AutodiffBackend>(model: &PromptClassifier<B>, c: &TrainConfig) -> usize {
-    let prompt = model.prompt.as_ref().map_or(0, |p| p.num_params());
     match c.method {
         Method::Zeroshot => 0,
-        Method::Ptune if !c.tune_lm => prompt,
-        _ => prompt + model.lm.num_params(),
+        _ if c.lm_trains() => model.prompt_params() + model.lm.num_params(),
+        _ => model.prompt_params(),
     }
 }
 
@@ -316,18 +359,29 @@ fn write_outputs(spec: &RunSpec, history: &[EpochRecord], summary: &Summary) -> 
     write_atomic(&spec.out_dir.join("summary.json"), json.as_bytes())
 }
 
-/// Trainable weights by name: `prompt.<PyTorch name>` and, when the LM trains, `lm.<HF name>`.
+/// Trainable weights by name: `prompt.<PyTorch name>`, `deep.<PEFT name>`, `head.weight|bias`
+/// and, when the LM trains, `lm.<HF name>`.
 fn trainable_tensors<B: Backend>(
     model: &PromptClassifier<B>,
     lm_trains: bool,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
+    let mut put =
+        |prefix: &str,
+         map: std::collections::BTreeMap<String, crate::model::tensors::RawTensor>| {
+            out.extend(
+                map.into_iter()
+                    .map(|(k, t)| (format!("{prefix}.{k}"), t.shape, t.data)),
+            )
+        };
     if let Some(p) = &model.prompt {
-        out.extend(
-            p.named_tensors()
-                .into_iter()
-                .map(|(k, t)| (format!("prompt.{k}"), t.shape, t.data)),
-        );
+        put("prompt", p.named_tensors());
+    }
+    if let Some(d) = &model.deep {
+        put("deep", d.named_tensors());
+    }
+    if let Some(h) = &model.head {
+        put("head", linear_head_tensors(h));
     }
     if lm_trains {
         out.extend(
@@ -369,8 +423,7 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
 
 impl<B: TrainBackend> Loop<'_, B> {
     fn lm_trains(&self) -> bool {
-        let c = &self.spec.config;
-        c.method == Method::Finetune || c.tune_lm
+        self.spec.config.lm_trains()
     }
 
     fn run<O>(self, mut model: PromptClassifier<B>, mut optim: O) -> Result<Summary>
@@ -443,6 +496,10 @@ impl<B: TrainBackend> Loop<'_, B> {
                     }
                 }
                 batch.set_label_targets(&self.prepared.verbalizer.word_ids);
+                if c.head == Head::Linear {
+                    // the head's loss is over classes; MLM augmentation only corrupts the input
+                    batch.keep_label_targets_only();
+                }
                 lr = c.schedule.lr(c.lr, epoch, state.step);
                 let (value, grads) = loss_and_grads(
                     &model,
@@ -591,6 +648,24 @@ impl<B: TrainBackend> Loop<'_, B> {
                 &to_safetensors(&named),
             )?;
         }
+        if let Some(d) = &model.deep {
+            let named: Vec<(String, Vec<usize>, Vec<f32>)> = d
+                .named_tensors()
+                .into_iter()
+                .map(|(k, t)| (k, t.shape, t.data))
+                .collect();
+            write_atomic(
+                &dir.join("deep_prompt.safetensors"),
+                &to_safetensors(&named),
+            )?;
+        }
+        if let Some(h) = &model.head {
+            let named: Vec<(String, Vec<usize>, Vec<f32>)> = linear_head_tensors(h)
+                .into_iter()
+                .map(|(k, t)| (k, t.shape, t.data))
+                .collect();
+            write_atomic(&dir.join("head.safetensors"), &to_safetensors(&named))?;
+        }
         if self.lm_trains() {
             write_atomic(
                 &dir.join("model.safetensors"),
@@ -651,7 +726,25 @@ impl<B: TrainBackend> Loop<'_, B> {
         let weights_path = dir.join("trainable.safetensors");
         let map: TensorMap = parse_safetensors(&read("trainable.safetensors")?)
             .map_err(|m| Error::file(&weights_path, m))?;
-        let PromptClassifier { mut lm, mut prompt } = model;
+        let PromptClassifier {
+            mut lm,
+            mut prompt,
+            mut deep,
+            mut head,
+        } = model;
+        if let Some(d) = &deep {
+            deep = Some(
+                DeepPrompt::from_tensors(&sub_map(&map, "deep."), d.shape(), self.device)
+                    .map_err(|m| Error::file(&weights_path, m))?,
+            );
+        }
+        if let Some(h) = &head {
+            let [hidden, classes] = h.weight.dims();
+            head = Some(
+                linear_head_from_tensors(&sub_map(&map, "head."), hidden, classes, self.device)
+                    .map_err(|m| Error::file(&weights_path, m))?,
+            );
+        }
         if let Some(p) = &prompt {
             let kind = p.kind();
             prompt = Some(
@@ -677,7 +770,12 @@ impl<B: TrainBackend> Loop<'_, B> {
             )
         })?;
         Ok((
-            PromptClassifier { lm, prompt },
+            PromptClassifier {
+                lm,
+                prompt,
+                deep,
+                head,
+            },
             optim.load_record(record),
             state,
         ))
