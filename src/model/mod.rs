@@ -5,6 +5,7 @@ pub mod config;
 pub mod dropout;
 pub mod fill_mask;
 pub mod hf_dir;
+pub mod hub;
 pub mod kernels;
 pub mod pickle;
 pub mod prompt_encoder;
