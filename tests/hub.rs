@@ -604,9 +604,7 @@ fn hub_failures_are_one_line_errors_and_leave_nothing_partial() {
             "org/gated",
             &[],
             &[
-                "org/gated@main",
-                "config.json of org/gated",
-                "HTTP 401",
+                "org/gated@main: config.json: the Hub refused access (HTTP 401)",
                 "HF_TOKEN",
             ],
             "config.json",
