@@ -584,10 +584,13 @@ fn sharded_weights_and_a_token_for_a_gated_repo() {
     );
 }
 
+/// A name, extra environment, what the error must say, and the file whose download fails.
+type FailureCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
 #[test]
 fn hub_failures_are_one_line_errors_and_leave_nothing_partial() {
     let hub = MockHub::start(repos());
-    let cases: &[(&str, &[(&str, &str)], &[&str], &str)] = &[
+    let cases: &[FailureCase] = &[
         (
             "org/missing",
             &[],
@@ -673,6 +676,31 @@ fn hub_failures_are_one_line_errors_and_leave_nothing_partial() {
             "{spec}"
         );
     }
+    // A download folder left by a killed process is removed by the next resolution; one of a
+    // running process is not.
+    let cache = tempfile::tempdir().unwrap();
+    let repo_dir = cache.path().join("models--org--tiny");
+    let dead = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let orphan = repo_dir.join(format!(".ptune-download-{dead}-abc/blobs"));
+    let live = repo_dir.join(format!(".ptune-download-{}-abc/blobs", std::process::id()));
+    for d in [&orphan, &live] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("x.part"), b"half").unwrap();
+    }
+    let out = inspect("org/tiny", cache.path(), &hub.url, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!orphan.exists(), "orphaned download folder kept");
+    assert!(live.exists(), "a running process's download folder removed");
+
     // No Hub at the endpoint: a clear error naming the repository and the offline switch.
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

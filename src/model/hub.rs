@@ -24,7 +24,8 @@
 //! Hub announced, and its content against the etag (SHA-256 for LFS files, the git blob id,
 //! SHA-1, for the others) — and only then renamed into `blobs/` (same filesystem, atomic) and
 //! linked from the snapshot. The temporary cache is removed on every exit path, so a failed,
-//! truncated or corrupt download leaves nothing in the cache.
+//! truncated or corrupt download leaves nothing in the cache; one left by a process killed
+//! mid-download (its name carries the pid) is removed by the next download of that repository.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -444,12 +445,49 @@ fn repo_info(api: &Api, name: &HubName, s: &HubSettings) -> Result<(String, Vec<
     ))
 }
 
+/// Temporary download folders are `<repo folder>/.ptune-download-<pid>-<random>`.
+const TMP_PREFIX: &str = ".ptune-download-";
+
+/// Removes the temporary download folders of processes that no longer run (killed mid-download,
+/// so their folder's drop never ran); those of running processes are left alone.
+fn remove_orphaned_downloads(repo_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(repo_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TMP_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(unix)]
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks existence; EPERM means it exists under another user.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: i32) -> bool {
+    true
+}
+
 fn download_missing(name: &HubName, s: &HubSettings, repo_dir: &Path) -> Result<PathBuf> {
     let io = |p: &Path, e: std::io::Error| Error::io(p, e);
     std::fs::create_dir_all(repo_dir).map_err(|e| io(repo_dir, e))?;
+    remove_orphaned_downloads(repo_dir);
     // hf-hub's own cache for this resolution (see the module docs for why): removed on drop.
     let tmp = tempfile::Builder::new()
-        .prefix(".ptune-download-")
+        .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
         .tempdir_in(repo_dir)
         .map_err(|e| io(repo_dir, e))?;
     let api = ApiBuilder::from_cache(Cache::new(tmp.path().to_path_buf()))
