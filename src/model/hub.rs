@@ -15,12 +15,15 @@
 //! With [`HubSettings::offline`] (`HF_HUB_OFFLINE=1`) the network is never used and a file
 //! missing from the cache is an error naming it.
 //!
-//! Downloads go through the `hf-hub` crate (metadata request, redirects to the CDN, auth and
-//! user-agent headers, progress bar), but not straight into the cache: `hf-hub` renames its
+//! Downloads go through the `hf-hub` crate, 0.5 with its blocking `ureq` client (1.0 is an
+//! async rewrite that pulls in reqwest and the Xet storage client: far more to build for the
+//! few files a BERT checkpoint has). It does the metadata request, redirects to the CDN, auth
+//! and user-agent headers and the progress bar, but not straight into the cache: it renames its
 //! `.part` file into `blobs/` without checking the size it was told, leaves the `.part` file
 //! behind when a transfer fails (to resume it later), checks no hash, and leaves `.lock` files
-//! next to the blobs. So each resolution gives `hf-hub` a private temporary cache inside the
-//! repository's folder; a downloaded file is checked there — its size against the size the
+//! next to the blobs. Its `Cache` reads only `HF_HOME` (and panics without a home directory),
+//! and it reads neither `HF_HUB_CACHE`, `HF_TOKEN` nor `HF_HUB_OFFLINE`: [`HubSettings`] does.
+//! So each resolution gives `hf-hub` a private temporary cache inside the repository's folder; a downloaded file is checked there — its size against the size the
 //! Hub announced, and its content against the etag (SHA-256 for LFS files, the git blob id,
 //! SHA-1, for the others) — and only then renamed into `blobs/` (same filesystem, atomic) and
 //! linked from the snapshot. The temporary cache is removed on every exit path, so a failed,
