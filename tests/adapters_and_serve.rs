@@ -142,6 +142,63 @@ fn adapters_predict_like_their_runs_and_serve() {
         );
     }
 
+    // The same texts as unlabelled .csv (quoted, a custom column) and .jsonl input: the same
+    // predictions as the TSV.
+    let texts: Vec<String> = fs::read_to_string(&valid)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let csv_path = tmp.path().join("unlabelled.csv");
+    let mut w = csv::Writer::from_path(&csv_path).unwrap();
+    w.write_record(["id", "review"]).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        w.write_record([i.to_string().as_str(), t.as_str()])
+            .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let jsonl_path = tmp.path().join("unlabelled.jsonl");
+    let jsonl: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "sentence": t })))
+        .collect();
+    fs::write(&jsonl_path, jsonl).unwrap();
+    let from_tsv = predict_jsonl(&pt, &valid);
+    let out = ok(ptune(&[
+        "predict",
+        "--adapter",
+        pt.to_str().unwrap(),
+        "--input",
+        csv_path.to_str().unwrap(),
+        "--text-field",
+        "review",
+        "--format",
+        "jsonl",
+        "--batch-size",
+        "64",
+    ]));
+    let from_csv: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(from_csv, from_tsv, "csv input");
+    assert_eq!(predict_jsonl(&pt, &jsonl_path), from_tsv, "jsonl input");
+    let o = ptune(&[
+        "predict",
+        "--adapter",
+        pt.to_str().unwrap(),
+        "--input",
+        csv_path.to_str().unwrap(),
+    ]);
+    assert_clean_error(
+        &o,
+        &[
+            "unlabelled.csv:1: no column \"sentence\" or \"text\"",
+            "--text-field",
+        ],
+    );
+
     // stdin and TSV output give the same labels as a file and JSONL
     let mut child = Command::new(env!("CARGO_BIN_EXE_ptune"))
         .args([

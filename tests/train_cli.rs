@@ -430,3 +430,188 @@ fn export_takes_the_runs_backbone_and_refuses_another() {
     ]);
     assert_clean_error(&o, &["run.json", "pass that backbone as --model"]);
 }
+
+/// The small TSV data rewritten as CSV (custom column names, string labels, quoting) and as
+/// JSONL (default field names, other string labels).
+fn as_csv_and_jsonl(tsv: &Path) -> (tempfile::TempDir, tempfile::TempDir) {
+    let (csv_dir, jsonl_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for split in ["train", "valid", "test"] {
+        let text = fs::read_to_string(tsv.join(format!("{split}.tsv"))).unwrap();
+        let rows: Vec<(&str, &str)> = text.lines().map(|l| l.rsplit_once('\t').unwrap()).collect();
+        let mut w = csv::Writer::from_path(csv_dir.path().join(format!("{split}.csv"))).unwrap();
+        w.write_record(["stars", "review"]).unwrap();
+        for (t, l) in &rows {
+            w.write_record([if *l == "1" { "good" } else { "bad" }, t])
+                .unwrap();
+        }
+        w.flush().unwrap();
+        let jsonl: String = rows
+            .iter()
+            .map(|(t, l)| {
+                let label = if *l == "1" { "Positive" } else { "Negative" };
+                format!(
+                    "{}\n",
+                    serde_json::json!({ "id": 1, "sentence": t, "label": label })
+                )
+            })
+            .collect();
+        fs::write(jsonl_dir.path().join(format!("{split}.jsonl")), jsonl).unwrap();
+    }
+    (csv_dir, jsonl_dir)
+}
+
+#[test]
+fn csv_and_jsonl_splits_with_string_labels_train_like_tsv() {
+    let data = small_data(60, 24);
+    let (csv_dir, jsonl_dir) = as_csv_and_jsonl(data.path());
+    let out = tempfile::tempdir().unwrap();
+    let run = |dir: &Path, name: &str, extra: &[&str]| {
+        let run_dir = out.path().join(name);
+        let mut args = vec!["--method", "ptune", "--epochs", "1", "--no-dropout"];
+        args.extend_from_slice(extra);
+        let o = run_train(&train_args(dir, &run_dir, &args));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        metrics(&run_dir)
+    };
+    let tsv = run(data.path(), "tsv", &["--labels", "0=不,1=很"]);
+    let csv = run(
+        csv_dir.path(),
+        "csv",
+        &[
+            "--labels",
+            "bad=不,good=很",
+            "--text-field",
+            "review",
+            "--label-field",
+            "stars",
+        ],
+    );
+    let jsonl = run(
+        jsonl_dir.path(),
+        "jsonl",
+        &["--labels", "Negative=不,Positive=很"],
+    );
+    // Same rows, same class order: the same numbers (per-class counts are keyed by class name).
+    let strip = |m: &[Value]| -> Vec<(Value, Value, Value)> {
+        m.iter()
+            .map(|r| {
+                (
+                    r["loss"].clone(),
+                    r["valid"]["accuracy"].clone(),
+                    r["test"]["accuracy"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&csv), strip(&tsv));
+    assert_eq!(strip(&jsonl), strip(&tsv));
+}
+
+#[test]
+fn bad_csv_and_jsonl_data_is_reported_with_file_and_line() {
+    let data = small_data(60, 10);
+    let (csv_dir, jsonl_dir) = as_csv_and_jsonl(data.path());
+    let csv_flags = [
+        "--labels",
+        "bad=不,good=很",
+        "--text-field",
+        "review",
+        "--label-field",
+        "stars",
+    ];
+    let jsonl_flags = ["--labels", "Negative=不,Positive=很"];
+    let cases: Vec<(&Path, &str, &str, &[&str], &str)> = vec![
+        (
+            csv_dir.path(),
+            "train.csv",
+            "stars,review\ngood,好\nbad,\"差\n很差\",extra\n",
+            &csv_flags[..],
+            "train.csv:3: 3 fields, but the header has 2",
+        ),
+        (
+            csv_dir.path(),
+            "valid.csv",
+            "stars,review\nneutral,一般\n",
+            &csv_flags[..],
+            "valid.csv:2: unknown label \"neutral\"",
+        ),
+        (
+            csv_dir.path(),
+            "train.csv",
+            "score,review\n1,好\n",
+            &csv_flags[..],
+            "train.csv:1: no column \"stars\" in the header (columns: score, review)",
+        ),
+        (
+            jsonl_dir.path(),
+            "train.jsonl",
+            "{\"sentence\": \"好\", \"label\": \"Positive\"}\n[\"差\"]\n",
+            &jsonl_flags[..],
+            "train.jsonl:2: not a JSON object",
+        ),
+        (
+            jsonl_dir.path(),
+            "test.jsonl",
+            "{\"sentence\": \"好\", \"label\": \"Positive\"}\n{\"label\": \"Negative\"}\n",
+            &jsonl_flags[..],
+            "test.jsonl:2: no field \"sentence\" or \"text\" (fields: label); set --text-field",
+        ),
+        (
+            jsonl_dir.path(),
+            "test.jsonl",
+            "{\"sentence\": \"好\"}\n",
+            &jsonl_flags[..],
+            "test.jsonl:1: no label (field \"label\")",
+        ),
+        (
+            jsonl_dir.path(),
+            "valid.jsonl",
+            "{\"sentence\": \"好\", \"label\": \"Neutral\"}\n",
+            &jsonl_flags[..],
+            "valid.jsonl:1: unknown label \"Neutral\"",
+        ),
+    ];
+    for (dir, file, content, flags, needle) in cases {
+        let path = dir.join(file);
+        let saved = fs::read(&path).unwrap();
+        fs::write(&path, content).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = out.path().join("run");
+        let mut extra = vec!["--method", "zeroshot"];
+        extra.extend_from_slice(flags);
+        let o = run_train(&train_args(dir, &run_dir, &extra));
+        assert_clean_error(&o, &[needle]);
+        assert!(!run_dir.exists(), "a failed run left files behind");
+        fs::write(&path, saved).unwrap();
+    }
+    // Two files for one split, and none.
+    fs::write(jsonl_dir.path().join("train.tsv"), "好\t1\n").unwrap();
+    let o = run_train(&train_args(
+        jsonl_dir.path(),
+        &out_dir(),
+        &["--method", "zeroshot"],
+    ));
+    assert_clean_error(
+        &o,
+        &["2 files for the train split (train.tsv, train.jsonl): keep one"],
+    );
+    fs::remove_file(jsonl_dir.path().join("train.tsv")).unwrap();
+    fs::remove_file(jsonl_dir.path().join("valid.jsonl")).unwrap();
+    let o = run_train(&train_args(
+        jsonl_dir.path(),
+        &out_dir(),
+        &["--method", "zeroshot"],
+    ));
+    assert_clean_error(
+        &o,
+        &["no valid split (valid.tsv, valid.csv or valid.jsonl)"],
+    );
+}
+
+fn out_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ptune-never-written-{}", std::process::id()))
+}

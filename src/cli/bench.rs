@@ -12,6 +12,7 @@ use super::{BackendArgs, Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     model: PathBuf,
     #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
@@ -113,6 +114,7 @@ impl Job for Bench {
                             train: a.data.join("train.tsv"),
                             valid: tmp.join("small.tsv"),
                             test: tmp.join("small.tsv"),
+                            fields: Default::default(),
                         },
                         out_dir: tmp.join("run"),
                         resume: false,
@@ -142,7 +144,7 @@ impl Job for Bench {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = ModelDir::open(&args.model)?;
+    let model = super::open_model(&args.model)?;
     let backend = args.backend.clone();
     run_job(&backend, Bench(args, model))
 }

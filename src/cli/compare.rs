@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use ptune::error::{Error, Result, write_atomic};
-use ptune::model::ModelDir;
 use ptune::train::plot::{Series, write_curves};
 use ptune::train::{EpochRecord, Method, Prepared, RunSpec, Summary};
 
@@ -84,10 +83,11 @@ pub fn run(args: Args) -> Result<()> {
         recipe: Some(profile.clone()),
         ..args.run.clone()
     };
-    let model = ModelDir::open(&run_args.model)?;
+    let model = super::open_model(&run_args.model)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/compare-{}", profile.replace(['/', '.'], "_")))
     });
+    let data = run_args.data_files()?;
     let _ = std::fs::remove_dir_all(&out);
     let mut specs = Vec::new();
     for &method in &args.methods {
@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
                 out_dir: out.join(format!("{}-seed{seed}", method.name())),
                 config,
                 model: model.clone(),
-                data: run_args.data_files(),
+                data: data.clone(),
                 resume: false,
                 progress: !run_args.quiet,
                 micro_batches: run_args.backend.micro_batches(),

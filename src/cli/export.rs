@@ -13,8 +13,8 @@ pub struct Args {
     /// Run directory written by `ptune train` (method ptune, or zeroshot).
     #[arg(long)]
     run: PathBuf,
-    /// The backbone the run was trained on (default: the one its run.json records; a
-    /// different backbone is refused).
+    /// The backbone the run was trained on, a directory or Hub name (default: the one its
+    /// run.json records; a different backbone is refused).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Adapter file to write.
@@ -80,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(info)) => info.model.clone(),
         (None, None) => super::default_model(),
     };
-    let model = ModelDir::open(&model_path)?;
+    let model = super::open_model(&model_path)?;
     let backend = args.backend.clone();
     run_job(&backend, Export(args, model))
 }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use ptune::error::Result;
-use ptune::model::ModelDir;
 use ptune::model::fill_mask::fill_mask;
 
 use super::{BackendArgs, Job, run_job};
@@ -12,6 +11,7 @@ use super::{BackendArgs, Job, run_job};
 pub struct Args {
     /// Text with one or more [MASK] tokens.
     text: String,
+    /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     model: PathBuf,
     #[arg(long, default_value_t = 5)]
@@ -29,7 +29,7 @@ impl Job for FillMask {
     type Output = ();
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let dir = ModelDir::open(&a.model)?;
+        let dir = super::open_model(&a.model)?;
         let tokenizer = dir.tokenizer()?;
         let model = dir.load::<B::InnerBackend>(&device)?;
         let preds = fill_mask(&model, &tokenizer, &a.text, a.top_k, &device)?;

@@ -11,7 +11,8 @@ use super::{BackendArgs, Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin).
+    /// Hugging Face model directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin),
+    /// or a Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     model: PathBuf,
     #[command(flatten)]
@@ -65,7 +66,8 @@ impl Job for Inspect {
             .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            // std::fs::metadata follows symlinks (a Hub snapshot's files link to blobs).
+            let len = std::fs::metadata(e.path()).map(|m| m.len()).unwrap_or(0);
             let mark = if e.path() == dir.weight_file {
                 "  (weights used)"
             } else {
@@ -78,6 +80,6 @@ impl Job for Inspect {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = ModelDir::open(&args.model)?;
+    let dir = super::open_model(&args.model)?;
     run_job(&args.backend, Inspect(dir))
 }

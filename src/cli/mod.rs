@@ -94,3 +94,12 @@ pub const DEFAULT_DATA: &str = "assets/data/reviews";
 pub fn default_model() -> PathBuf {
     asset_path(DEFAULT_MODEL)
 }
+
+/// Opens the model a `--model`/`--init` value names: a local directory, or a Hugging Face Hub
+/// name `ORG/NAME[@REVISION]` resolved through the Hub cache (settings from the environment:
+/// HF_HUB_CACHE, HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE). The one place Hub names are
+/// resolved.
+pub fn open_model(spec: &std::path::Path) -> ptune::error::Result<ptune::model::ModelDir> {
+    let dir = ptune::model::hub::resolve(spec, ptune::model::hub::HubSettings::from_env)?;
+    ptune::model::ModelDir::open(&dir)
+}

@@ -4,6 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use ptune::adapter::{Adapter, fingerprint};
+use ptune::data::{Fields, Format as DataFormat, Labels, parse_records};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
 
@@ -21,14 +22,18 @@ enum Format {
 pub struct Args {
     /// Texts to classify (or use --input).
     texts: Vec<String>,
+    /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     model: PathBuf,
     /// Adapter file written by `ptune export`.
     #[arg(long)]
     adapter: PathBuf,
-    /// File with one text per line (a TSV row's first column; `-` for stdin).
+    /// File of texts: .csv or .jsonl (the text field, see --text-field; labels are not needed),
+    /// else one text per line (a TSV row's first column; `-` for stdin).
     #[arg(long)]
     input: Option<PathBuf>,
+    #[command(flatten)]
+    fields: super::train::FieldArgs,
     #[arg(long, value_enum, default_value = "tsv")]
     format: Format,
     /// Texts per forward pass.
@@ -38,19 +43,37 @@ pub struct Args {
     backend: BackendArgs,
 }
 
-/// Texts with their source (for messages): one per argument, or one per input line.
-fn read_texts(args: &Args) -> Result<Vec<String>> {
+/// Texts (and second texts of a pair): one per argument, one per record of a .csv/.jsonl
+/// input, or one per input line.
+fn read_texts(args: &Args) -> Result<Vec<(String, Option<String>)>> {
     let Some(input) = &args.input else {
         if args.texts.is_empty() {
             return Err(Error::invalid(
                 "no texts: give them as arguments or with --input FILE (- for stdin)",
             ));
         }
-        return Ok(args.texts.clone());
+        return Ok(args.texts.iter().map(|t| (t.clone(), None)).collect());
     };
     if !args.texts.is_empty() {
         return Err(Error::invalid(
             "give texts either as arguments or with --input, not both",
+        ));
+    }
+    let fields = args.fields.fields()?;
+    if input.as_os_str() != "-"
+        && let Some(format @ (DataFormat::Csv | DataFormat::Jsonl)) = DataFormat::of(input)
+    {
+        let pair = fields.text_b.is_some();
+        let bytes = ptune::error::read_file(input)?;
+        let records = parse_records(input, &bytes, format, &fields, pair, Labels::Optional)?;
+        if records.is_empty() {
+            return Err(Error::file(input, "no texts"));
+        }
+        return Ok(records.into_iter().map(|r| (r.text_a, r.text_b)).collect());
+    }
+    if fields != Fields::default() {
+        return Err(Error::invalid(
+            "--text-field, --text-b-field and --label-field apply to a .csv or .jsonl --input",
         ));
     }
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
@@ -70,7 +93,7 @@ fn read_texts(args: &Args) -> Result<Vec<String>> {
         if text.trim().is_empty() {
             return Err(Error::line(input, i + 1, "empty text"));
         }
-        texts.push(text.to_string());
+        texts.push((text.to_string(), None));
     }
     if texts.is_empty() {
         return Err(Error::file(input, "no texts"));
@@ -78,7 +101,7 @@ fn read_texts(args: &Args) -> Result<Vec<String>> {
     Ok(texts)
 }
 
-struct Predict(Args, ModelDir, Adapter, Vec<String>);
+struct Predict(Args, ModelDir, Adapter, Vec<(String, Option<String>)>);
 
 impl Job for Predict {
     type Output = ();
@@ -88,7 +111,10 @@ impl Job for Predict {
         let lm = model_dir.load::<B::InnerBackend>(&device)?;
         adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
         let task = adapter.task(&lm, &tokenizer, &device)?;
-        let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+        let inputs: Vec<(&str, Option<&str>)> = texts
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_deref()))
+            .collect();
         let preds = task.classify(&tokenizer, &inputs, a.batch_size, &device)?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let classes = &task.verbalizer.classes;
@@ -97,7 +123,7 @@ impl Job for Predict {
             let probs: Vec<String> = classes.iter().map(|c| format!("p_{c}")).collect();
             writeln!(out, "label\t{}\ttext", probs.join("\t")).map_err(w)?;
         }
-        for (text, p) in texts.iter().zip(preds) {
+        for ((text, _), p) in texts.iter().zip(preds) {
             match a.format {
                 Format::Tsv => {
                     let probs: Vec<String> = p.probs.iter().map(|x| format!("{x:.6}")).collect();
@@ -128,7 +154,7 @@ impl Job for Predict {
 
 pub fn run(args: Args) -> Result<()> {
     let texts = read_texts(&args)?;
-    let model = ModelDir::open(&args.model)?;
+    let model = super::open_model(&args.model)?;
     let adapter = Adapter::read(&args.adapter)?;
     let backend = args.backend.clone();
     run_job(&backend, Predict(args, model, adapter, texts))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptune::error::{Error, Result};
+use ptune::model::BertConfig;
 use ptune::model::tensors::StorageDType;
-use ptune::model::{BertConfig, ModelDir};
 use ptune::pretrain::corpus::Packing;
 use ptune::pretrain::{Decay, PretrainConfig, PretrainSpec, Start, pretrain};
 
@@ -20,7 +20,8 @@ pub struct Args {
     /// Run directory: metrics.jsonl, curve.svg, checkpoint/, and the final model/.
     #[arg(long)]
     out: PathBuf,
-    /// Continue from this model directory (domain-adaptive pretraining). Without it, a
+    /// Continue from this model directory or Hub name ORG/NAME[@REVISION] (domain-adaptive
+    /// pretraining). Without it, a
     /// model is initialised at random from --config or the architecture flags.
     #[arg(long, conflicts_with = "config")]
     init: Option<PathBuf>,
@@ -156,7 +157,7 @@ fn stop_flag() -> Arc<AtomicBool> {
 pub fn run(args: Args) -> Result<()> {
     let start = match (&args.init, &args.config) {
         (Some(dir), _) => {
-            Start::From(ModelDir::open(dir).map_err(|e| Error::invalid(format!("--init: {e}")))?)
+            Start::From(super::open_model(dir).map_err(|e| Error::invalid(format!("--init: {e}")))?)
         }
         (None, config_file) => {
             let vocab_file = args

@@ -41,7 +41,7 @@ impl Job for SelfTest {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = ModelDir::open(&args.model)?;
+    let model = super::open_model(&args.model)?;
     let t0 = std::time::Instant::now();
     let checks = run_job(&args.backend, SelfTest(model, args.write_reference.clone()))?;
     let mut failed = 0;

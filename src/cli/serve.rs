@@ -14,6 +14,7 @@ use super::{BackendArgs, Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     model: PathBuf,
     /// A task: NAME=ADAPTER_FILE (repeat for more tasks).
@@ -108,7 +109,7 @@ impl Job for Serve {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = ModelDir::open(&args.model)?;
+    let model = super::open_model(&args.model)?;
     let mut adapters = Vec::new();
     for spec in &args.adapters {
         let (name, file) = spec

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use ptune::classifier::Head;
-use ptune::data::{FewShot, MlmAugment};
+use ptune::data::{FewShot, Fields, MlmAugment};
 use ptune::error::{Error, Result};
-use ptune::model::ModelDir;
 use ptune::model::deep_prompt::Reparam;
 use ptune::model::prompt_encoder::PromptEncoderKind;
 use ptune::train::config::Schedule;
@@ -13,14 +12,51 @@ use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
 
 use super::{BackendArgs, Job, run_job};
 
+/// Column (CSV) or key (JSONL) names of the text and label fields; shared with `predict`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct FieldArgs {
+    /// Text field of .csv/.jsonl data (default "sentence", else "text"; for sentence-pair
+    /// templates "sentence1", else "text_a").
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// Second text of a sentence pair (default "sentence2", else "text_b").
+    #[arg(long)]
+    pub text_b_field: Option<String>,
+    /// Label field of .csv/.jsonl data (default "label"); its values are the class names of
+    /// --labels, any strings.
+    #[arg(long)]
+    pub label_field: Option<String>,
+}
+
+impl FieldArgs {
+    pub fn fields(&self) -> Result<Fields> {
+        let check = |flag: &str, v: &Option<String>| -> Result<Option<String>> {
+            match v {
+                Some(s) if s.trim().is_empty() => Err(Error::invalid(format!("--{flag} is empty"))),
+                Some(s) => Ok(Some(s.trim().to_string())),
+                None => Ok(None),
+            }
+        };
+        Ok(Fields {
+            text: check("text-field", &self.text_field)?,
+            text_b: check("text-b-field", &self.text_b_field)?,
+            label: check("label-field", &self.label_field)?,
+        })
+    }
+}
+
 /// Settings shared by `train` and `compare`: where things are and what to override.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
+    /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
     #[arg(long, default_value_os_t = super::default_model())]
     pub model: PathBuf,
-    /// Directory with train.tsv, valid.tsv and test.tsv (text<TAB>label).
+    /// Directory with train, valid and test splits, each .tsv (text<TAB>label, no header),
+    /// .csv (header row) or .jsonl (one object per line).
     #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub fields: FieldArgs,
     /// Built-in recipe (`seed`: the published one; `quick`) or a TOML file.
     #[arg(long)]
     pub recipe: Option<String>,
@@ -44,7 +80,7 @@ pub struct RunArgs {
     /// How the class is read at [MASK]: mlm (label words) or linear (a trainable head).
     #[arg(long)]
     pub head: Option<Head>,
-    /// Few-shot set: the first fraction of train.tsv.
+    /// Few-shot set: the first fraction of the train split.
     #[arg(long, conflicts_with = "shots")]
     pub frac: Option<f64>,
     /// Few-shot set: K rows per class, drawn with the seed.
@@ -136,8 +172,8 @@ impl RunArgs {
         Ok(c)
     }
 
-    pub fn data_files(&self) -> DataFiles {
-        DataFiles::in_dir(&self.data)
+    pub fn data_files(&self) -> Result<DataFiles> {
+        DataFiles::find(&self.data, self.fields.fields()?)
     }
 }
 
@@ -230,8 +266,8 @@ pub fn run(args: Args) -> Result<()> {
     prepare_out_dir(&out, args.resume, args.force)?;
     let spec = RunSpec {
         config,
-        model: ModelDir::open(&args.run.model)?,
-        data: args.run.data_files(),
+        model: super::open_model(&args.run.model)?,
+        data: args.run.data_files()?,
         out_dir: out.clone(),
         resume: args.resume,
         progress: !args.run.quiet,

@@ -6,6 +6,7 @@ pub mod deep_prompt;
 pub mod dropout;
 pub mod fill_mask;
 pub mod hf_dir;
+pub mod hub;
 pub mod kernels;
 pub mod pickle;
 pub mod prompt_encoder;

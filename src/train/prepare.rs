@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::{Example, read_tsv};
+use crate::data::{Example, Fields, Format, read_split};
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
 use crate::prompt::{Encoded, Template, Verbalizer};
@@ -15,16 +15,48 @@ pub struct DataFiles {
     pub train: PathBuf,
     pub valid: PathBuf,
     pub test: PathBuf,
+    /// Column/key names of .csv and .jsonl splits.
+    pub fields: Fields,
 }
 
 impl DataFiles {
-    /// `train.tsv`, `valid.tsv` and `test.tsv` in one directory.
-    pub fn in_dir(dir: &Path) -> Self {
-        DataFiles {
-            train: dir.join("train.tsv"),
-            valid: dir.join("valid.tsv"),
-            test: dir.join("test.tsv"),
+    /// `train.*`, `valid.*` and `test.*` in one directory, each `.tsv`, `.csv` or `.jsonl`
+    /// (found by extension; two files for one split is an error).
+    pub fn find(dir: &Path, fields: Fields) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::file(dir, "data directory does not exist"));
         }
+        let split = |name: &str| -> Result<PathBuf> {
+            let found: Vec<PathBuf> = Format::ALL
+                .iter()
+                .map(|f| dir.join(format!("{name}.{}", f.extension())))
+                .filter(|p| p.is_file())
+                .collect();
+            match found.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(Error::file(
+                    dir,
+                    format!("no {name} split ({name}.tsv, {name}.csv or {name}.jsonl)"),
+                )),
+                many => Err(Error::file(
+                    dir,
+                    format!(
+                        "{} files for the {name} split ({}): keep one",
+                        many.len(),
+                        many.iter()
+                            .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            }
+        };
+        Ok(DataFiles {
+            train: split("train")?,
+            valid: split("valid")?,
+            test: split("test")?,
+            fields,
+        })
     }
 }
 
@@ -67,7 +99,7 @@ impl Prepared {
             )));
         }
         let pair = template.is_pair();
-        let read = |p: &Path| read_tsv(p, &verbalizer.classes, pair);
+        let read = |p: &Path| read_split(p, &data.fields, &verbalizer.classes, pair);
         let encode = |rows: &[Example]| -> Result<EncodedSplit> {
             rows.iter()
                 .map(|e| {
