@@ -13,7 +13,7 @@ use super::{BackendArgs, Job, run_job};
 enum Format {
     /// `label<TAB>p(class)...<TAB>text`, with a header line.
     Tsv,
-    /// One JSON object per line: text, label, probs.
+    /// One JSON object per line: text, label, probs, truncated (cut to the adapter's max_len).
     Jsonl,
 }
 
@@ -88,6 +88,15 @@ impl Job for Predict {
         let lm = model_dir.load::<B::InnerBackend>(&device)?;
         adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
         let task = adapter.task(&lm, &tokenizer, &device)?;
+        // a text of nothing but characters the tokenizer drops would be classified on the
+        // template alone: refuse it like an empty one
+        if let Some(i) = texts.iter().position(|t| tokenizer.tokenize(t).is_empty()) {
+            let msg = "text has no tokens (only characters the tokenizer drops, such as control characters)";
+            return Err(match &a.input {
+                Some(input) => Error::line(input, i + 1, msg),
+                None => Error::invalid(format!("text argument {}: {msg}", i + 1)),
+            });
+        }
         let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
         let preds = task.classify(&tokenizer, &inputs, a.batch_size, &device)?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -116,8 +125,12 @@ impl Job for Predict {
                         .cloned()
                         .zip(p.probs.iter().map(|x| serde_json::json!(x)))
                         .collect();
-                    let line =
-                        serde_json::json!({ "text": text, "label": p.label, "probs": probs });
+                    let line = serde_json::json!({
+                        "text": text,
+                        "label": p.label,
+                        "probs": probs,
+                        "truncated": p.truncated,
+                    });
                     writeln!(out, "{line}").map_err(w)?
                 }
             }

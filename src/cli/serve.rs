@@ -40,6 +40,22 @@ pub struct Args {
     /// Rows per forward pass.
     #[arg(long, default_value_t = 32)]
     forward_batch: usize,
+    /// Longest a request head may take from its first byte (ms); then the connection closes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Longest a request body may take once its head is in (ms); then 408.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// A connection with no request and no traffic for this long (ms) is closed.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+    /// Most open connections; beyond it new ones are closed at once (and logged).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// After SIGTERM/Ctrl-C, how long requests in flight may take (ms) before the server
+    /// closes every connection and exits.
+    #[arg(long, default_value_t = 5_000)]
+    shutdown_grace_ms: u64,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -76,6 +92,11 @@ impl Job for Serve {
             max_body_bytes: a.max_body_bytes,
             forward_batch: a.forward_batch.max(1),
             max_queue_texts: a.max_queue_texts.max(1),
+            header_timeout: Duration::from_millis(a.header_timeout_ms),
+            body_timeout: Duration::from_millis(a.body_timeout_ms),
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
+            shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
         };
         if !a.addr.ip().is_loopback() {
             eprintln!(
@@ -96,7 +117,20 @@ impl Job for Serve {
     }
 }
 
+/// Server logs (refused connections, failed accepts, shutdown) go to stderr through tracing;
+/// `RUST_LOG` overrides the default level (info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 pub fn run(args: Args) -> Result<()> {
+    init_logging();
     let model = ModelDir::open(&args.model)?;
     let mut adapters = Vec::new();
     for spec in &args.adapters {
