@@ -124,11 +124,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// A one-line message: serde and axum errors may quote input that holds line breaks.
 fn one_line(msg: String) -> String {
-    if msg.contains(['\n', '\r']) {
-        msg.replace(['\n', '\r'], " ")
-    } else {
-        msg
-    }
+    crate::error::one_line(&msg).into_owned()
 }
 
 async fn classify(
