@@ -153,6 +153,14 @@ fn connections_over_the_cap_are_closed_and_logged() {
         "{}",
         server.log()
     );
+    // the default log format: text, one line per request
+    assert!(
+        server.log().lines().any(|l| l.contains("request")
+            && l.contains("path=/healthz")
+            && l.contains("status=200")),
+        "{}",
+        server.log()
+    );
     // the open ones are unaffected
     for tcp in &mut open {
         tcp.write_all(HEALTHZ).unwrap();
@@ -400,4 +408,138 @@ fn truncated_and_tokenless_texts() {
         input.to_str().unwrap(),
     ]);
     assert_clean_error(&out, &["texts.txt:2", "no tokens"]);
+}
+
+/// Sends one request on a fresh connection; returns the whole response.
+fn send(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> String {
+    let mut tcp = connect(addr);
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(&mut tcp).unwrap()
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+}
+
+/// The value of the sample `name{...}` whose labels include every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let ok = series.starts_with(&format!("{name}{{")) || series == name;
+        (ok && labels.iter().all(|x| series.contains(x))).then(|| value.parse().unwrap())
+    })
+}
+
+#[test]
+fn metrics_request_ids_and_request_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &zero_shot_adapter(tmp.path(), 64),
+        &["--log-format", "json"],
+    );
+    let two = json!({ "task": "zs", "texts": ["很好", "不好"] }).to_string();
+    let one = json!({ "task": "zs", "texts": ["还行"] }).to_string();
+    let r = send(
+        &server.addr,
+        "POST",
+        "/v1/classify",
+        "x-request-id: abc-123\r\n",
+        &two,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(
+        header(&r, "x-request-id"),
+        Some("abc-123"),
+        "incoming id not echoed"
+    );
+    let r1 = send(&server.addr, "POST", "/v1/classify", "", &one);
+    let r2 = send(&server.addr, "GET", "/healthz", "", "");
+    let (id1, id2) = (
+        header(&r1, "x-request-id").unwrap(),
+        header(&r2, "x-request-id").unwrap(),
+    );
+    assert!(!id1.is_empty() && id1 != id2, "{id1} {id2}");
+    let bad = json!({ "task": "nope", "texts": ["x"] }).to_string();
+    assert!(send(&server.addr, "POST", "/v1/classify", "", &bad).starts_with("HTTP/1.1 404"));
+
+    let m = send(&server.addr, "GET", "/metrics", "", "");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(
+        header(&m, "content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let m = m.split_once("\r\n\r\n").unwrap().1;
+    let classify_ok = [r#"endpoint="classify""#, r#"task="zs""#, r#"status="200""#];
+    assert_eq!(
+        sample(m, "ptune_requests_total", &classify_ok),
+        Some(2.0),
+        "{m}"
+    );
+    let unknown = [r#"endpoint="classify""#, r#"task="""#, r#"status="404""#];
+    assert_eq!(
+        sample(m, "ptune_requests_total", &unknown),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(!m.contains("nope"), "a client's task name became a label");
+    assert_eq!(
+        sample(m, "ptune_texts_total", &[r#"task="zs""#]),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(sample(m, "ptune_batch_texts_count", &[]).unwrap() >= 1.0);
+    assert_eq!(sample(m, "ptune_batch_texts_sum", &[]), Some(3.0), "{m}");
+    assert_eq!(
+        sample(m, "ptune_queue_wait_seconds_count", &[]),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(sample(m, "ptune_inference_seconds_count", &[r#"task="zs""#]).unwrap() >= 1.0);
+    let le_inf = [r#"endpoint="classify""#, r#"task="zs""#, r#"le="+Inf""#];
+    assert_eq!(
+        sample(m, "ptune_request_duration_seconds_bucket", &le_inf),
+        Some(2.0),
+        "{m}"
+    );
+    // this one, and maybe earlier ones whose close the server has not seen yet
+    assert!(sample(m, "ptune_open_connections", &[]).unwrap() >= 1.0, "{m}");
+
+    // one JSON log line per request, with the request's id, task, texts, status and latency
+    assert!(server.wait_for_log("/metrics", MS(2000)));
+    let lines: Vec<Value> = server
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert_eq!(requests.len(), 5, "{lines:?}");
+    let first = requests
+        .iter()
+        .find(|l| l["request_id"] == "abc-123")
+        .unwrap();
+    assert_eq!(first["task"], "zs");
+    assert_eq!(first["texts"], 2);
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["path"], "/v1/classify");
+    assert!(first["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        requests
+            .iter()
+            .any(|l| l["status"] == 404 && l["task"] == "")
+    );
+    assert!(requests.iter().any(|l| l["request_id"] == id1));
 }

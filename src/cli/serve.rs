@@ -56,8 +56,17 @@ pub struct Args {
     /// closes every connection and exits.
     #[arg(long, default_value_t = 5_000)]
     shutdown_grace_ms: u64,
+    /// Log lines (one per request, and warnings) on stderr as text or as JSON objects.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 struct Serve(Args, ModelDir, Vec<(String, PathBuf, Adapter)>);
@@ -117,20 +126,29 @@ impl Job for Serve {
     }
 }
 
-/// Server logs (refused connections, failed accepts, shutdown) go to stderr through tracing;
-/// `RUST_LOG` overrides the default level (info).
-fn init_logging() {
+/// Server logs (one line per request, refused connections, failed accepts, shutdown) go to
+/// stderr through tracing; `RUST_LOG` overrides the default level (info).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 pub fn run(args: Args) -> Result<()> {
-    init_logging();
+    init_logging(args.log_format);
     let model = ModelDir::open(&args.model)?;
     let mut adapters = Vec::new();
     for spec in &args.adapters {

@@ -277,6 +277,7 @@ pub(super) async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    metrics: Arc<super::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -297,20 +298,25 @@ pub(super) async fn run(
         };
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                metrics.open_connections.set(conns.len() as i64);
+            }
             r = accept => match r {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
                     resume_at = None;
                     if conns.len() >= limits.max_connections {
+                        metrics.refused_connections.inc();
                         refusals.note(peer, conns.len());
                         drop(stream);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
                     conns.spawn(connection(stream, peer, router.clone(), limits, stop_rx.clone()));
+                    metrics.open_connections.set(conns.len() as i64);
                 }
                 Err(e) => {
+                    metrics.accept_errors.inc();
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                     resume_at = Some(tokio::time::Instant::now() + backoff);
                     tracing::warn!(

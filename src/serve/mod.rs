@@ -7,6 +7,7 @@
 //! bounded shutdown; request bodies are read under a deadline (408) and a size limit (413).
 
 mod conn;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 use crate::adapter::{Prediction, Task};
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
+use metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -91,6 +93,8 @@ pub struct TaskInfo {
 struct Job {
     task: usize,
     texts: Vec<String>,
+    /// When the request joined the queue.
+    enqueued: Instant,
     reply: oneshot::Sender<std::result::Result<Vec<Prediction>, String>>,
 }
 
@@ -101,6 +105,37 @@ struct AppState {
     config: ServeConfig,
     /// Texts sent to the compute thread and not yet taken by it.
     queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    /// Source of request ids for requests that come without one.
+    ids: RequestIds,
+}
+
+/// What a classify request was about, left on its response for the request log and metrics.
+#[derive(Clone, Copy)]
+struct Classified {
+    /// Index of a served task (an unknown name is not kept).
+    task: Option<usize>,
+    texts: usize,
+}
+
+/// `x-request-id` for requests without one: a per-process random prefix and a counter.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u32,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-{n}", self.prefix);
+        Some(tower_http::request_id::RequestId::new(
+            id.parse().expect("hex and digits make a valid header"),
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -131,10 +166,25 @@ async fn classify(
     State(app): State<Arc<AppState>>,
     body: std::result::Result<Json<ClassifyRequest>, JsonRejection>,
 ) -> Response {
+    let mut seen = Classified {
+        task: None,
+        texts: 0,
+    };
+    let mut r = classify_request(&app, body, &mut seen).await;
+    r.extensions_mut().insert(seen);
+    r
+}
+
+async fn classify_request(
+    app: &AppState,
+    body: std::result::Result<Json<ClassifyRequest>, JsonRejection>,
+    seen: &mut Classified,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(rejection) => return error(rejection.status(), one_line(rejection.body_text())),
     };
+    seen.texts = req.texts.len();
     let Some(task) = app.tasks.iter().position(|t| t.name == req.task) else {
         let names: Vec<&str> = app.tasks.iter().map(|t| t.name.as_str()).collect();
         return error(
@@ -146,6 +196,7 @@ async fn classify(
             )),
         );
     };
+    seen.task = Some(task);
     let limits = &app.config;
     if req.texts.is_empty() {
         return error(StatusCode::BAD_REQUEST, "texts is empty");
@@ -206,6 +257,7 @@ async fn classify(
         .send(Job {
             task,
             texts: req.texts,
+            enqueued: Instant::now(),
             reply: tx,
         })
         .is_err()
@@ -239,6 +291,71 @@ async fn list_tasks(State(app): State<Arc<AppState>>) -> Response {
 
 async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics_text(State(app): State<Arc<AppState>>) -> Response {
+    app.metrics
+        .queued_texts
+        .set(app.queued.load(Ordering::Relaxed) as i64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One log line per request (tracing, target `ptune::request`) and the request metrics.
+async fn log_request(
+    State(app): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = next.run(req).await;
+    let latency = start.elapsed();
+    let status = response.status().as_u16();
+    let seen = response.extensions().get::<Classified>().copied();
+    let task = seen
+        .and_then(|c| c.task)
+        .map_or("", |t| app.tasks[t].name.as_str());
+    let texts = seen.map_or(0, |c| c.texts);
+    let endpoint = match path.as_str() {
+        "/v1/classify" => "classify",
+        "/v1/tasks" => "tasks",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        _ => "other",
+    };
+    let m = &app.metrics;
+    m.requests
+        .with_label_values(&[endpoint, task, response.status().as_str()])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[endpoint, task])
+        .observe(latency.as_secs_f64());
+    tracing::info!(
+        target: "ptune::request",
+        request_id = %crate::error::one_line(&id),
+        method = %method,
+        path = %crate::error::one_line(&path),
+        task,
+        texts,
+        status,
+        latency_ms = (latency.as_secs_f64() * 1e4).round() / 10.0,
+        "request"
+    );
+    response
 }
 
 /// 405 with the JSON error body every 4xx has, and the `Allow` header.
@@ -332,7 +449,7 @@ async fn read_body(
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (POST /v1/classify, GET /v1/tasks, GET /healthz)",
+        "no such endpoint (POST /v1/classify, GET /v1/tasks, GET /healthz, GET /metrics)",
     )
 }
 
@@ -340,11 +457,22 @@ async fn not_found() -> Response {
 fn compute_loop<B: crate::model::kernels::Kernels>(
     jobs: mpsc::Receiver<Job>,
     tasks: Vec<Task<B>>,
+    names: Vec<String>,
     tokenizer: Arc<BertTokenizer>,
     config: ServeConfig,
     queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     device: B::Device,
 ) {
+    // label lookups once, not per batch
+    let inference: Vec<prometheus::Histogram> = names
+        .iter()
+        .map(|n| metrics.inference.with_label_values(&[n.as_str()]))
+        .collect();
+    let classified: Vec<prometheus::IntCounter> = names
+        .iter()
+        .map(|n| metrics.texts.with_label_values(&[n.as_str()]))
+        .collect();
     while let Ok(first) = jobs.recv() {
         let deadline = Instant::now() + config.max_wait;
         let mut n = first.texts.len();
@@ -368,6 +496,17 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
         );
         // a client that hung up is not waiting for its answer: do not compute it
         batch.retain(|j| !j.reply.is_closed());
+        let started = Instant::now();
+        for j in &batch {
+            metrics
+                .queue_wait
+                .observe(started.duration_since(j.enqueued).as_secs_f64());
+        }
+        if !batch.is_empty() {
+            metrics
+                .batch_texts
+                .observe(batch.iter().map(|j| j.texts.len()).sum::<usize>() as f64);
+        }
         for (t, task) in tasks.iter().enumerate() {
             let group: Vec<Job> = {
                 let (mine, rest): (Vec<Job>, Vec<Job>) =
@@ -382,8 +521,12 @@ fn compute_loop<B: crate::model::kernels::Kernels>(
                 .iter()
                 .flat_map(|j| j.texts.iter().map(|s| (s.as_str(), None)))
                 .collect();
-            match task.classify(&tokenizer, &texts, config.forward_batch, &device) {
+            let t0 = Instant::now();
+            let result = task.classify(&tokenizer, &texts, config.forward_batch, &device);
+            inference[t].observe(t0.elapsed().as_secs_f64());
+            match result {
                 Ok(preds) => {
+                    classified[t].inc_by(texts.len() as u64);
                     let mut it = preds.into_iter();
                     for job in group {
                         let mine: Vec<Prediction> = it.by_ref().take(job.texts.len()).collect();
@@ -426,6 +569,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 pub struct App {
     pub router: Router,
     worker: std::thread::JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -450,15 +594,20 @@ pub fn app<B: crate::model::kernels::Kernels>(
     let queued = Arc::new(AtomicUsize::new(0));
     let worker_queued = queued.clone();
     let worker_tokenizer = tokenizer.clone();
+    let metrics = Arc::new(Metrics::new());
+    let worker_metrics = metrics.clone();
+    let names: Vec<String> = infos.iter().map(|t| t.name.clone()).collect();
     let worker = std::thread::Builder::new()
         .name("ptune-compute".into())
         .spawn(move || {
             compute_loop(
                 job_rx,
                 tasks,
+                names,
                 worker_tokenizer,
                 worker_config,
                 worker_queued,
+                worker_metrics,
                 device,
             )
         })
@@ -473,7 +622,19 @@ pub fn app<B: crate::model::kernels::Kernels>(
         jobs: job_tx,
         config: config.clone(),
         queued,
+        metrics: metrics.clone(),
+        ids: RequestIds {
+            // std's per-process random hash keys: ids differ between runs
+            prefix: {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish() as u32
+            },
+            next: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        },
     });
+    let ids = state.ids.clone();
     let router = Router::new()
         .route(
             "/v1/classify",
@@ -487,11 +648,26 @@ pub fn app<B: crate::model::kernels::Kernels>(
             "/healthz",
             get(healthz).fallback(|| async { method_not_allowed("GET, HEAD") }),
         )
+        .route(
+            "/metrics",
+            get(metrics_text).fallback(|| async { method_not_allowed("GET, HEAD") }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(body_limits, read_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            log_request,
+        ))
+        // outermost: an id for every request (an incoming x-request-id is kept), echoed back
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(ids))
         .with_state(state);
-    Ok(App { router, worker })
+    Ok(App {
+        router,
+        worker,
+        metrics,
+    })
 }
 
 /// Serves until Ctrl-C or SIGTERM. `on_listen` is called with the bound address (useful with
@@ -504,7 +680,11 @@ pub fn serve<B: crate::model::kernels::Kernels>(
     device: B::Device,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let App { router, worker } = app(tasks, tokenizer, &config, device)?;
+    let App {
+        router,
+        worker,
+        metrics,
+    } = app(tasks, tokenizer, &config, device)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -526,7 +706,7 @@ pub fn serve<B: crate::model::kernels::Kernels>(
             .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
         let shutdown = shutdown_signal()?;
         on_listen(local);
-        conn::run(listener, router, limits, shutdown).await;
+        conn::run(listener, router, limits, metrics, shutdown).await;
         Ok(())
     });
     // every connection task is finished or aborted; nothing on the runtime is worth waiting for
