@@ -516,7 +516,10 @@ fn metrics_request_ids_and_request_logs() {
         "{m}"
     );
     // this one, and maybe earlier ones whose close the server has not seen yet
-    assert!(sample(m, "ptune_open_connections", &[]).unwrap() >= 1.0, "{m}");
+    assert!(
+        sample(m, "ptune_open_connections", &[]).unwrap() >= 1.0,
+        "{m}"
+    );
 
     // one JSON log line per request, with the request's id, task, texts, status and latency
     assert!(server.wait_for_log("/metrics", MS(2000)));

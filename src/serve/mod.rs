@@ -456,14 +456,15 @@ async fn not_found() -> Response {
 /// The compute thread: gathers jobs into batches and runs them on the backbone.
 fn compute_loop<B: crate::model::kernels::Kernels>(
     jobs: mpsc::Receiver<Job>,
-    tasks: Vec<Task<B>>,
-    names: Vec<String>,
+    // each with its name, for the metrics' labels
+    named_tasks: Vec<(String, Task<B>)>,
     tokenizer: Arc<BertTokenizer>,
     config: ServeConfig,
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     device: B::Device,
 ) {
+    let (names, tasks): (Vec<String>, Vec<Task<B>>) = named_tasks.into_iter().unzip();
     // label lookups once, not per batch
     let inference: Vec<prometheus::Histogram> = names
         .iter()
@@ -602,8 +603,7 @@ pub fn app<B: crate::model::kernels::Kernels>(
         .spawn(move || {
             compute_loop(
                 job_rx,
-                tasks,
-                names,
+                names.into_iter().zip(tasks).collect(),
                 worker_tokenizer,
                 worker_config,
                 worker_queued,
