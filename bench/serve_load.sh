@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Load test of `ptune serve` and of a Python baseline doing the same classification, in one
 # run, with wrk on loopback: 64 connections, 30 s each (bounded). Prints req/s, p50/p99 and
-# errors. Needs wrk (Debian package) and PY with torch + transformers + safetensors.
+# errors. Needs wrk (Debian package) and PY with torch + transformers + safetensors (the
+# baseline is skipped when PY does not exist).
+#   BIN=/tmp/ptune-before LABEL=before bench/serve_load.sh   # a given binary, no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-/tmp/peer-venv/bin/python}
 DURATION=${DURATION:-30s}
 CONNS=${CONNS:-64}
+LABEL=${LABEL:-}
 OUT=bench/out
 mkdir -p $OUT
-cargo build --release -q
-BIN=target/release/ptune
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q
+  BIN=${CARGO_TARGET_DIR:-target}/release/ptune
+fi
 M=assets/models/zh-mini
 # a small P-tuning adapter (the load does not depend on how well it was trained)
 tiny=$OUT/load-data; mkdir -p $tiny; cp assets/data/reviews/train.tsv $tiny/; head -40 assets/data/reviews/valid.tsv > $tiny/valid.tsv; cp $tiny/valid.tsv $tiny/test.tsv
@@ -40,8 +45,10 @@ echo "| server | requests/s | p50 latency | p99 latency | errors |"
 echo "|---|---:|---:|---:|---:|"
 $BIN serve --adapter sent=$OUT/load.adapter --addr 127.0.0.1:18080 --max-batch 64 --max-wait-ms 5 > $OUT/serve-ptune.log 2>&1 &
 pid=$!; pids+=($pid); wait_listening $OUT/serve-ptune.log
-run_wrk ptune "ptune serve (micro-batching, max batch 64, max wait 5 ms)" http://127.0.0.1:18080/v1/classify
+run_wrk ptune "ptune serve${LABEL:+ ($LABEL)} (micro-batching, max batch 64, max wait 5 ms)" http://127.0.0.1:18080/v1/classify
 kill -TERM $pid; wait $pid || true
+
+if [ ! -x "$PY" ]; then echo "(Python baseline skipped: no $PY)"; exit 0; fi
 
 "$PY" bench/serve_baseline.py --model $M --adapter $OUT/load.adapter --port 18081 > $OUT/serve-python.log 2>&1 &
 pid=$!; pids+=($pid); wait_listening $OUT/serve-python.log

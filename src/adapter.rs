@@ -379,6 +379,8 @@ pub struct Prediction {
     pub label: String,
     /// Per-class probability, in class order.
     pub probs: Vec<f32>,
+    /// The text was cut to fit the task's `max_len`.
+    pub truncated: bool,
 }
 
 impl<B: crate::model::kernels::Kernels> Task<B> {
@@ -404,9 +406,11 @@ impl<B: crate::model::kernels::Kernels> Task<B> {
         );
         Ok(scores
             .iter()
-            .map(|s| Prediction {
+            .zip(&encoded)
+            .map(|(s, e)| Prediction {
                 label: self.verbalizer.classes[crate::classifier::argmax(s)].clone(),
                 probs: crate::classifier::softmax_row(s),
+                truncated: e.truncated,
             })
             .collect())
     }

@@ -1,32 +1,51 @@
 //! One error type for the library. Every variant renders as a single line that names the
-//! file (and line or field) at fault, so the CLI can print it and exit with status 2.
+//! file (and line or field) at fault, so the CLI can print it and exit with status 2; quoted
+//! input is escaped ([`one_line`]) so that it cannot break the line.
 
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", one_line(&path.display().to_string()), one_line(&source.to_string()))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     /// The file was read but its content is wrong (malformed JSON, corrupt weights, ...).
-    #[error("{}: {msg}", path.display())]
+    #[error("{}: {}", one_line(&path.display().to_string()), one_line(msg))]
     File { path: PathBuf, msg: String },
     /// One line of a text file is wrong.
-    #[error("{}:{line}: {msg}", path.display())]
+    #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(msg))]
     Line {
         path: PathBuf,
         line: usize,
         msg: String,
     },
     /// A command-line value or specification is wrong.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Invalid(String),
     /// Training produced a non-finite loss.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Diverged(String),
+}
+
+/// `s` on one line: line breaks (and other control characters), which messages pick up from
+/// the input they quote (a template, a label, a tensor name, a serde error), are written as
+/// escapes (`\n`), so an error is always one line on a terminal or in a log.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

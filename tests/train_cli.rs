@@ -356,7 +356,7 @@ fn compare_prints_one_table_and_writes_a_plot() {
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for method in ["zeroshot", "finetune", "ptune"] {
+    for method in ["zeroshot", "finetune", "ptune", "ptune-v2"] {
         assert!(
             stdout
                 .lines()

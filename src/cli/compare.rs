@@ -16,7 +16,11 @@ pub struct Args {
     #[arg(long, default_value = "quick")]
     profile: String,
     /// Methods to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "zeroshot,finetune,ptune")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "zeroshot,finetune,ptune,ptune-v2"
+    )]
     methods: Vec<Method>,
     /// Seeds (each method runs once per seed; the table shows the mean and spread).
     #[arg(long, value_delimiter = ',')]

@@ -37,7 +37,7 @@ enum Command {
     FillMask(fill_mask::Args),
     /// Train one method (ptune, finetune, zeroshot) on a few-shot split.
     Train(train::Args),
-    /// Zero-shot, fine-tuning and P-tuning on the same split: one table and a plot.
+    /// Zero-shot, fine-tuning, P-tuning and deep prompts on the same split: one table and a plot.
     Compare(compare::Args),
     /// Masked-LM pretraining (from scratch or continued) on plain-text corpora.
     Pretrain(pretrain::Args),

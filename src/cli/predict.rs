@@ -14,7 +14,7 @@ use super::{BackendArgs, Job, run_job};
 enum Format {
     /// `label<TAB>p(class)...<TAB>text`, with a header line.
     Tsv,
-    /// One JSON object per line: text, label, probs.
+    /// One JSON object per line: text, label, probs, truncated (cut to the adapter's max_len).
     Jsonl,
 }
 
@@ -111,6 +111,25 @@ impl Job for Predict {
         let lm = model_dir.load::<B::InnerBackend>(&device)?;
         adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
         let task = adapter.task(&lm, &tokenizer, &device)?;
+        // a text of nothing but characters the tokenizer drops would be classified on the
+        // template alone: refuse it like an empty one
+        let tokenless = |t: &str| tokenizer.tokenize(t).is_empty();
+        if let Some(i) = texts
+            .iter()
+            .position(|(a, b)| tokenless(a) || b.as_deref().is_some_and(tokenless))
+        {
+            let msg = "text has no tokens (only characters the tokenizer drops, such as control characters)";
+            return Err(match &a.input {
+                // plain text input holds one text per line; a CSV/JSONL record may span lines
+                Some(input) => match DataFormat::of(input) {
+                    Some(DataFormat::Csv | DataFormat::Jsonl) => {
+                        Error::file(input, format!("record {}: {msg}", i + 1))
+                    }
+                    _ => Error::line(input, i + 1, msg),
+                },
+                None => Error::invalid(format!("text argument {}: {msg}", i + 1)),
+            });
+        }
         let inputs: Vec<(&str, Option<&str>)> = texts
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_deref()))
@@ -142,8 +161,12 @@ impl Job for Predict {
                         .cloned()
                         .zip(p.probs.iter().map(|x| serde_json::json!(x)))
                         .collect();
-                    let line =
-                        serde_json::json!({ "text": text, "label": p.label, "probs": probs });
+                    let line = serde_json::json!({
+                        "text": text,
+                        "label": p.label,
+                        "probs": probs,
+                        "truncated": p.truncated,
+                    });
                     writeln!(out, "{line}").map_err(w)?
                 }
             }

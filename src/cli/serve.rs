@@ -45,8 +45,33 @@ pub struct Args {
     /// (per-row prompt vectors and prefixes); for comparison.
     #[arg(long)]
     per_task_batches: bool,
+    /// Longest a request head may take from its first byte (ms); then the connection closes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Longest a request body may take once its head is in (ms); then 408.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// A connection with no request and no traffic for this long (ms) is closed.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+    /// Most open connections; beyond it new ones are closed at once (and logged).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// After SIGTERM/Ctrl-C, how long requests in flight may take (ms) before the server
+    /// closes every connection and exits.
+    #[arg(long, default_value_t = 5_000)]
+    shutdown_grace_ms: u64,
+    /// Log lines (one per request, and warnings) on stderr as text or as JSON objects.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 struct Serve(Args, ModelDir, Vec<(String, PathBuf, Adapter)>);
@@ -88,6 +113,11 @@ impl Job for Serve {
             } else {
                 Batching::Mixed
             },
+            header_timeout: Duration::from_millis(a.header_timeout_ms),
+            body_timeout: Duration::from_millis(a.body_timeout_ms),
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
+            shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
         };
         if !a.addr.ip().is_loopback() {
             eprintln!(
@@ -108,7 +138,29 @@ impl Job for Serve {
     }
 }
 
+/// Server logs (one line per request, refused connections, failed accepts, shutdown) go to
+/// stderr through tracing; `RUST_LOG` overrides the default level (info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
 pub fn run(args: Args) -> Result<()> {
+    init_logging(args.log_format);
     let model = super::open_model(&args.model)?;
     let mut adapters = Vec::new();
     for spec in &args.adapters {

@@ -197,6 +197,7 @@ mod tests {
             token_types: vec![0; n],
             mask_positions: vec![2],
             pseudo_positions: vec![1],
+            truncated: false,
         }
     }
 

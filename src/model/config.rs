@@ -83,6 +83,10 @@ impl BertConfig {
 
     /// Parses the JSON text; the error is a message without the file name.
     pub fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
+        Self::parse_json(bytes).map_err(|e| crate::error::one_line(&e).into_owned())
+    }
+
+    fn parse_json(bytes: &[u8]) -> std::result::Result<Self, String> {
         let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
         if let Some(t) = &raw.model_type {

@@ -403,7 +403,8 @@ mod tests {
         let (s, k) = to_host(k1.clone());
         assert_eq!(s, vec![2, 2, 3, 2]);
         // batch 1, head 1, token 2, dim 0: row 2, block 2 (layer 1 key), head 1 → 2*16 + 2*4 + 1*2
-        assert_eq!(k[((1 * 2 + 1) * 3 + 2) * 2], (2 * 16 + 2 * 4 + 2) as f32);
+        // index ((batch 1 · 2 heads + head 1) · 3 tokens + token 2) · 2 dims
+        assert_eq!(k[((2 + 1) * 3 + 2) * 2], (2 * 16 + 2 * 4 + 2) as f32);
         let (_, v) = to_host(v1.clone());
         assert_eq!(v[0], (3 * 4) as f32);
         assert_eq!(to_host(pre.bias).1, vec![0.0; 6]);

@@ -32,6 +32,8 @@ pub struct Encoded {
     pub mask_positions: Vec<usize>,
     /// Positions of the pseudo tokens, in order (pseudo token k is at `pseudo_positions[k]`).
     pub pseudo_positions: Vec<usize>,
+    /// Text tokens were cut to fit `max_len`.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +236,7 @@ impl Template {
             }
             (false, _) => Vec::new(),
         };
+        let truncated = a.len() + b.len() > budget;
         while a.len() + b.len() > budget {
             if a.len() >= b.len() {
                 a.pop()
@@ -273,6 +276,7 @@ impl Template {
             token_types,
             mask_positions,
             pseudo_positions,
+            truncated,
         })
     }
 }
@@ -321,6 +325,12 @@ mod tests {
         assert_eq!(e.ids.last(), Some(&102));
         assert_eq!(e.mask_positions, vec![5]);
         assert_eq!(e.pseudo_positions, vec![1, 2, 3, 4, 6, 7, 8, 9]);
+        assert!(!e.truncated);
+        // exactly filling max_len is not a cut; one token more is
+        assert!(!t.encode(&tok, "很好", None, 13).unwrap().truncated);
+        let cut = t.encode(&tok, "很好", None, 12).unwrap();
+        assert!(cut.truncated);
+        assert_eq!(cut.ids.len(), 12);
     }
 
     #[test]
@@ -333,6 +343,7 @@ mod tests {
             .unwrap();
         // 12 = [CLS] + [SEP] + [P][P] + [MASK] + [SEP] (6 fixed) + 6 text tokens: a keeps 3, b 3
         assert_eq!(e.ids.len(), 12);
+        assert!(e.truncated);
         assert_eq!(tok.tokens(&e.ids[1..4]), vec!["一", "二", "三"]);
         assert_eq!(tok.tokens(&e.ids[5..8]), vec!["甲", "乙", "丙"]);
         assert_eq!(e.token_types, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);

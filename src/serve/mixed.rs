@@ -117,6 +117,7 @@ impl<B: Kernels> MixedTasks<B> {
                 out[i] = Some(Prediction {
                     label: v.classes[argmax(&s)].clone(),
                     probs: softmax_row(&s),
+                    truncated: encoded[i].1.truncated,
                 });
             }
         }

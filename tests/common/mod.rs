@@ -62,3 +62,215 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A zero-shot adapter on zh-mini (manual template `[MASK]满意。{text}`, labels 0=不,1=很, no
+/// prompt vectors), made in-process in a second: no training run.
+pub fn zero_shot_adapter(dir: &Path, max_len: usize) -> PathBuf {
+    use ptune::adapter::{Adapter, AdapterInfo, FORMAT, fingerprint};
+    static BACKBONE: std::sync::OnceLock<(usize, String)> = std::sync::OnceLock::new();
+    let (hidden_size, backbone) = BACKBONE.get_or_init(|| {
+        let model = ptune::model::ModelDir::open(&zh_mini()).unwrap();
+        let lm = model.load::<ptune::Cpu>(&Default::default()).unwrap();
+        (model.config.hidden_size, fingerprint(&model, &lm).unwrap())
+    });
+    let adapter = Adapter {
+        info: AdapterInfo {
+            format: FORMAT.into(),
+            template: "[MASK]满意。{text}".into(),
+            labels: "0=不,1=很".into(),
+            max_len,
+            hidden_size: *hidden_size,
+            n_prompts: 0,
+            backbone: backbone.clone(),
+            source: "test (zero-shot)".into(),
+            prefix_len: 0,
+            num_layers: 0,
+            num_heads: 0,
+            head: false,
+        },
+        vectors: Vec::new(),
+        prefix: Vec::new(),
+        head: None,
+    };
+    let p = dir.join("zs.adapter");
+    adapter
+        .write(&p, ptune::model::tensors::StorageDType::F32)
+        .unwrap();
+    p
+}
+
+/// A `ptune serve` process on 127.0.0.1 (port 0), its stderr collected; killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    /// `ptune serve --adapter zs=ADAPTER --addr 127.0.0.1:0 EXTRA...`
+    pub fn start(adapter: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptune"));
+        cmd.args(["serve", "--adapter"])
+            .arg(format!("zs={}", adapter.display()))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `ptune serve`) and waits for its "listening on" line.
+    pub fn spawn(mut cmd: Command) -> Server {
+        use std::io::BufRead;
+        let mut child = cmd
+            .current_dir(repo())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ptune serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let Some(url) = first.split_whitespace().find(|w| w.starts_with("http://")) else {
+            let _ = child.wait();
+            panic!(
+                "no listening line: {first:?}; stderr: {}",
+                log.lock().unwrap()
+            );
+        };
+        Server {
+            addr: url.trim_start_matches("http://").to_string(),
+            child,
+            log,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `within` for `needle` in the server's stderr.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.log().contains(needle)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP connection to the server, with a 5 s read timeout.
+pub fn connect(addr: &str) -> std::net::TcpStream {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    tcp
+}
+
+/// Reads one HTTP response (head and Content-Length bytes of body); `None` if the connection
+/// closed (or was reset) before a whole head arrived.
+pub fn read_response(tcp: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if got.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&got[..end + 4 + len]).into_owned());
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+}
+
+/// Whether the server closes the connection: reads until EOF or reset (`true`) or until the
+/// read timeout passes (`false`); any bytes read are returned too.
+pub fn closed_by_server(tcp: &mut std::net::TcpStream) -> (bool, String) {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return (true, String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (true, String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(_) => return (false, String::from_utf8_lossy(&got).into_owned()),
+        }
+    }
+}
+
+/// Writes `bytes` one at a time, `every` apart, from a thread (stops at the first error).
+pub fn trickle(
+    tcp: &std::net::TcpStream,
+    bytes: &'static [u8],
+    every: std::time::Duration,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let mut w = tcp.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in bytes {
+            if w.write_all(std::slice::from_ref(b)).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })
+}

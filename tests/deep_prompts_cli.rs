@@ -1,0 +1,308 @@
+//! `ptune train --method ptune-v2` end to end on small data: exact resume, export to a
+//! deep-prompt adapter (f32 and f16), predict with it, and the bad inputs of deep prompts.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// train/valid/test.tsv with the first rows of the shipped splits.
+fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", n_train), ("valid", n_eval), ("test", n_eval)] {
+        let text = fs::read_to_string(reviews().join(format!("{split}.tsv"))).unwrap();
+        let head: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        fs::write(dir.path().join(format!("{split}.tsv")), head).unwrap();
+    }
+    dir
+}
+
+fn v2_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "train",
+        "--method",
+        "ptune-v2",
+        "--recipe",
+        "quick",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--shots",
+        "8",
+        "--max-len",
+        "48",
+        "--batch-size",
+        "8",
+        "--passes",
+        "1",
+        "--epochs",
+        "2",
+        "--prefix-len",
+        "4",
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    ptune(&a)
+}
+
+/// metrics.jsonl without the timing fields.
+fn metrics(out: &Path) -> Vec<Value> {
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn deep_prompt_run_resumes_exactly_and_exports_an_adapter_that_predicts() {
+    let data = small_data(200, 30);
+    let full = tempfile::tempdir().unwrap();
+    // reparameterised prefixes, a linear head and [P] tokens: every trainable part at once
+    let extra = [
+        "--reparam",
+        "mlp",
+        "--reparam-hidden",
+        "32",
+        "--head",
+        "linear",
+        "--template",
+        "[P]*2 [MASK]{text}",
+        "--prompt-encoder",
+        "embedding",
+    ];
+    let o = run(&v2_args(data.path(), full.path(), &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value =
+        serde_json::from_str(&fs::read_to_string(full.path().join("summary.json")).unwrap())
+            .unwrap();
+    // 2 × 256 prompt vectors + MLP (4 × 256, 256 × 32 + 32, 32 × 2048 + 2048) + head 2 × 256 + 2
+    let expected = 2 * 256 + 4 * 256 + 256 * 32 + 32 + 32 * 2048 + 2048 + 2 * 256 + 2;
+    assert_eq!(summary["trainable_params"], expected);
+    for f in [
+        "best/deep_prompt.safetensors",
+        "best/head.safetensors",
+        "best/prompt_encoder.safetensors",
+    ] {
+        assert!(full.path().join(f).is_file(), "missing {f}");
+    }
+
+    // killed (SIGKILL) right after epoch 1's checkpoint, then resumed: the same numbers
+    let cut = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ptune"))
+        .args(v2_args(data.path(), cut.path(), &extra))
+        .current_dir(repo())
+        .spawn()
+        .unwrap();
+    let latest = cut.path().join("checkpoint/LATEST");
+    let start = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before its first checkpoint"
+        );
+        assert!(start.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = fs::read_to_string(&latest).unwrap();
+    assert!(at.trim() < "epoch-0002", "the kill came too late ({at})");
+    let mut resumed = v2_args(data.path(), cut.path(), &extra);
+    resumed.push("--resume".into());
+    let o = run(&resumed);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        metrics(cut.path()),
+        metrics(full.path()),
+        "resumed ptune-v2 run differs"
+    );
+
+    // export (f32 and f16) and predict
+    let tmp = tempfile::tempdir().unwrap();
+    let mut labels = Vec::new();
+    for dtype in ["f32", "f16"] {
+        let adapter = tmp.path().join(format!("v2-{dtype}.adapter"));
+        let o = ptune(&[
+            "export",
+            "--run",
+            full.path().to_str().unwrap(),
+            "--out",
+            adapter.to_str().unwrap(),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let said = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            said.contains("deep prompts 4 × 4 layers × 2 × 256"),
+            "{said}"
+        );
+        assert!(said.contains("linear head"), "{said}");
+        let size = fs::metadata(&adapter).unwrap().len() as usize;
+        // prefix 4 × 2048 + 2 prompt vectors × 256 + head 514 floats, plus the header
+        let floats = 4 * 2048 + 2 * 256 + 514;
+        let width = if dtype == "f32" { 4 } else { 2 };
+        assert!(
+            size >= floats * width && size < floats * width + 4096,
+            "{dtype}: {size} bytes"
+        );
+        let o = ptune(&[
+            "predict",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--format",
+            "jsonl",
+            "物流很快，包装完好",
+            "质量太差，再也不买了",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rows: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2);
+        labels.push(rows);
+    }
+    // f16 storage moves the probabilities by little
+    for (a, b) in labels[0].iter().zip(&labels[1]) {
+        for c in ["0", "1"] {
+            let (x, y) = (
+                a["probs"][c].as_f64().unwrap(),
+                b["probs"][c].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() < 1e-2, "f16 vs f32: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn deep_prompt_bad_input_is_one_line() {
+    let data = small_data(100, 10);
+    let out = tempfile::tempdir().unwrap();
+    let with_prefix = |n: &str| {
+        let mut a = v2_args(data.path(), out.path(), &[]);
+        let i = a.iter().position(|x| x == "--prefix-len").unwrap();
+        a[i + 1] = n.into();
+        a
+    };
+    let o = run(&with_prefix("0"));
+    assert_clean_error(&o, &["prefix_len must be at least 1"]);
+    let o = run(&with_prefix("500"));
+    assert_clean_error(
+        &o,
+        &["prefix_len 500 + max_len 48", "max_position_embeddings 512"],
+    );
+    let mut a = v2_args(data.path(), out.path(), &[]);
+    a[2] = "finetune".into();
+    assert_clean_error(&run(&a), &["--prefix-len applies to --method ptune-v2"]);
+}
+
+/// A valid deep-prompt adapter for zh-mini, then variants of it that must be refused.
+#[test]
+fn deep_prompt_adapters_are_checked_against_the_backbone() {
+    use ptune::adapter::{Adapter, AdapterInfo, FORMAT_V2};
+    use ptune::model::tensors::StorageDType;
+    let backbone = {
+        let dir = ptune::model::ModelDir::open(&zh_mini()).unwrap();
+        let lm = dir.load::<ptune::Cpu>(&Default::default()).unwrap();
+        ptune::adapter::fingerprint(&dir, &lm).unwrap()
+    };
+    let good = Adapter {
+        info: AdapterInfo {
+            format: FORMAT_V2.into(),
+            template: "[MASK]{text}".into(),
+            labels: "0=不,1=很".into(),
+            max_len: 64,
+            hidden_size: 256,
+            n_prompts: 0,
+            backbone,
+            source: "test".into(),
+            prefix_len: 3,
+            num_layers: 4,
+            num_heads: 4,
+            head: false,
+        },
+        vectors: Vec::new(),
+        prefix: (0..3 * 2048)
+            .map(|i| ((i % 17) as f32 - 8.0) * 0.05)
+            .collect(),
+        head: None,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, a: &Adapter| {
+        let p = tmp.path().join(name);
+        a.write(&p, StorageDType::F32).unwrap();
+        p
+    };
+    let predict = |p: &Path| ptune(&["predict", "--adapter", p.to_str().unwrap(), "不错"]);
+    let o = predict(&write("good.adapter", &good));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let mut layers = good.clone();
+    layers.info.num_layers = 3;
+    layers.prefix.truncate(3 * 3 * 2 * 256);
+    assert_clean_error(
+        &predict(&write("layers.adapter", &layers)),
+        &["deep prompts for 3 layers × 4 heads", "backbone has 4 × 4"],
+    );
+    let mut shape = good.clone();
+    shape.info.prefix_len = 2; // the tensor still has 3 rows
+    let p = tmp.path().join("shape.adapter");
+    {
+        // write the 3-row tensor under metadata that says 2 rows
+        let mut meta = std::collections::HashMap::new();
+        meta.insert(
+            "ptune".to_string(),
+            serde_json::to_string(&shape.info).unwrap(),
+        );
+        let s = [3usize, 2048];
+        let bytes = ptune::model::tensors::safetensors_bytes(
+            [("prefix".to_string(), &s[..], &good.prefix[..])],
+            Some(meta),
+        );
+        fs::write(&p, bytes).unwrap();
+    }
+    assert_clean_error(
+        &predict(&p),
+        &["prefix has shape [3, 2048]", "metadata says [2, 2048]"],
+    );
+    let mut nan = good.clone();
+    nan.prefix[7] = f32::NAN;
+    assert_clean_error(
+        &predict(&write("nan.adapter", &nan)),
+        &["prefix", "non-finite"],
+    );
+    let mut other = good.clone();
+    other.info.backbone = "0".repeat(64);
+    assert_clean_error(
+        &predict(&write("other.adapter", &other)),
+        &["another backbone"],
+    );
+    let mut long = good.clone();
+    long.info.max_len = 511; // + 3 prefix positions > 512
+    assert_clean_error(
+        &predict(&write("long.adapter", &long)),
+        &["max_len 511", "less the prefix of 3"],
+    );
+}

@@ -1,0 +1,139 @@
+//! The server's mixed-task batches: rows of different adapters (P-tuning vectors, deep-prompt
+//! prefixes of different lengths, a linear head, a two-token manual template) in one forward
+//! pass give what each task gives alone.
+
+mod common;
+
+use common::*;
+use ptune::adapter::{Adapter, AdapterInfo, FORMAT, FORMAT_V2, Task};
+use ptune::model::ModelDir;
+use ptune::serve::mixed::MixedTasks;
+
+type B = ptune::Cpu;
+
+fn info(
+    template: &str,
+    labels: &str,
+    n_prompts: usize,
+    prefix_len: usize,
+    head: bool,
+) -> AdapterInfo {
+    AdapterInfo {
+        format: if prefix_len > 0 || head {
+            FORMAT_V2
+        } else {
+            FORMAT
+        }
+        .into(),
+        template: template.into(),
+        labels: labels.into(),
+        max_len: 40,
+        hidden_size: 256,
+        n_prompts,
+        backbone: String::new(),
+        source: "test".into(),
+        prefix_len,
+        num_layers: if prefix_len > 0 { 4 } else { 0 },
+        num_heads: if prefix_len > 0 { 4 } else { 0 },
+        head,
+    }
+}
+
+/// Deterministic pseudo-random values in ±scale.
+fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = (i as u32)
+                .wrapping_mul(2654435761)
+                .wrapping_add(seed.wrapping_mul(40503));
+            ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn mixed_task_batches_equal_single_task_scoring() {
+    let device = Default::default();
+    let dir = ModelDir::open(&zh_mini()).unwrap();
+    let lm = dir.load::<B>(&device).unwrap();
+    let tok = dir.tokenizer().unwrap();
+    let adapters = [
+        Adapter {
+            info: info("[P]*4 [MASK] [P]*4 {text}", "0=不,1=很", 8, 0, false),
+            vectors: values(8 * 256, 1, 0.05),
+            prefix: Vec::new(),
+            head: None,
+        },
+        Adapter {
+            info: info("[MASK]{text}", "0=不,1=很", 0, 6, false),
+            vectors: Vec::new(),
+            prefix: values(6 * 2048, 2, 1.0),
+            head: None,
+        },
+        Adapter {
+            info: info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true),
+            vectors: values(2 * 256, 3, 0.05),
+            prefix: values(3 * 2048, 4, 1.0),
+            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+        },
+        Adapter {
+            info: info("[MASK]*2满意。{text}", "0=不太,1=非常", 0, 0, false),
+            vectors: Vec::new(),
+            prefix: Vec::new(),
+            head: None,
+        },
+    ];
+    let tasks: Vec<Task<B>> = adapters
+        .iter()
+        .map(|a| a.task(&lm, &tok, &device).unwrap())
+        .collect();
+    let texts = [
+        "物流很快，包装完好",
+        "质量太差，再也不买了",
+        "一般般吧",
+        "这家酒店的服务真是没得说，房间干净，早餐丰富，下次还来，强烈推荐给大家！！",
+        "不错",
+        "客服态度恶劣，等了三天才发货，东西还是坏的，非常失望，要求退款也没人理会。",
+    ];
+    // every task's texts interleaved with every other's
+    let mut items = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        for task in 0..tasks.len() {
+            items.push(((task + i) % tasks.len(), *t));
+        }
+    }
+    let mixed = MixedTasks::new(tasks.clone(), &device);
+    for batch in [3, 32] {
+        let got = mixed.classify(&tok, &items, batch, &device).unwrap();
+        let mut worst = 0.0f32;
+        for (task_idx, task) in tasks.iter().enumerate() {
+            let mine: Vec<(&str, Option<&str>)> = items
+                .iter()
+                .filter(|(t, _)| *t == task_idx)
+                .map(|(_, s)| (*s, None))
+                .collect();
+            let alone = task.classify(&tok, &mine, 4, &device).unwrap();
+            let from_mixed: Vec<_> = items
+                .iter()
+                .zip(&got)
+                .filter(|((t, _), _)| *t == task_idx)
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(alone.len(), from_mixed.len());
+            for (a, m) in alone.iter().zip(from_mixed) {
+                assert_eq!(a.label, m.label, "task {task_idx}");
+                assert_eq!(a.truncated, m.truncated);
+                worst = worst.max(max_abs_diff(&a.probs, &m.probs));
+            }
+        }
+        assert!(
+            worst <= 1e-5,
+            "batch {batch}: probabilities differ by {worst:e}"
+        );
+        eprintln!("batch {batch}: mixed vs single-task probabilities within {worst:.1e}");
+    }
+    // the tasks really differ (a test of nothing would pass trivially)
+    let one: Vec<_> = (0..tasks.len()).map(|t| (t, texts[0])).collect();
+    let p = mixed.classify(&tok, &one, 8, &device).unwrap();
+    assert!(p.windows(2).all(|w| w[0].probs != w[1].probs), "{p:?}");
+}
