@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// train/valid/test.tsv with the first rows of the shipped splits.
-fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (split, n) in [("train", n_train), ("valid", n_eval), ("test", n_eval)] {
-        let text = fs::read_to_string(reviews().join(format!("{split}.tsv"))).unwrap();
-        let head: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
-        fs::write(dir.path().join(format!("{split}.tsv")), head).unwrap();
-    }
-    dir
-}
-
 fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "train",
@@ -52,21 +41,6 @@ fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<Strin
 fn run_train(args: &[String]) -> std::process::Output {
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     ptune(&a)
-}
-
-/// metrics.jsonl without the timing fields, which differ between runs.
-fn metrics(out: &Path) -> Vec<Value> {
-    fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        })
-        .collect()
 }
 
 #[test]

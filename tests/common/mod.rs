@@ -274,3 +274,29 @@ pub fn trickle(
         }
     })
 }
+
+/// train/valid/test.tsv with the first rows of the shipped splits.
+pub fn small_data(n_train: usize, n_eval: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", n_train), ("valid", n_eval), ("test", n_eval)] {
+        let text = std::fs::read_to_string(reviews().join(format!("{split}.tsv"))).unwrap();
+        let head: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join(format!("{split}.tsv")), head).unwrap();
+    }
+    dir
+}
+
+/// A run's metrics.jsonl without the timing fields, which differ between runs.
+pub fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["train_seconds", "examples_per_s", "eval_seconds"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
