@@ -138,23 +138,15 @@ impl<B: Kernels> MixedTasks<B> {
             .map(|(_, e)| e.mask_positions.len())
             .max()
             .unwrap_or(1);
-        let mut batch = Batch {
-            batch_size: b,
-            seq_len: l,
-            ids: vec![pad_id; b * l],
-            token_types: vec![0; b * l],
-            attention: vec![0; b * l],
-            mask_positions: Vec::with_capacity(b * k),
-            pseudo_positions: Vec::new(),
-            labels: vec![0; b],
-            targets: Vec::new(),
-        };
+        // padded ids, types and mask as for one task; then every row is read at k rows, and
+        // its pseudo tokens index its own task's block of the stacked prompt vectors
+        let items: Vec<(&Encoded, usize)> = rows.iter().map(|(_, e)| (*e, 0)).collect();
+        let mut batch = Batch::collate(&items, pad_id);
+        batch.mask_positions.clear();
+        batch.pseudo_positions.clear();
         let mut pseudo = Vec::new();
         for (i, (t, e)) in rows.iter().enumerate() {
             let row = i * l;
-            batch.ids[row..row + e.ids.len()].copy_from_slice(&e.ids);
-            batch.token_types[row..row + e.ids.len()].copy_from_slice(&e.token_types);
-            batch.attention[row..row + e.ids.len()].fill(1);
             let last = *e.mask_positions.last().expect("templates have a [MASK]");
             batch
                 .mask_positions
