@@ -312,8 +312,10 @@ pub(super) async fn run(
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    // counted before the task starts: it may serve a request (even /metrics)
+                    // before this loop runs again
+                    metrics.open_connections.set(conns.len() as i64 + 1);
                     conns.spawn(connection(stream, peer, router.clone(), limits, stop_rx.clone()));
-                    metrics.open_connections.set(conns.len() as i64);
                 }
                 Err(e) => {
                     metrics.accept_errors.inc();
