@@ -20,20 +20,6 @@ use ptune::model::weights::{to_host, transpose};
 use ptune::train::optim::FusedAdam;
 use serde_json::Value;
 
-fn with_prefix(map: &BTreeMap<String, RawTensor>, prefix: &str) -> BTreeMap<String, RawTensor> {
-    map.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// Trainable tensors of the model, PEFT/PyTorch names (`deep.*`, `head.*`).
 fn named(model: &PromptClassifier<CpuTrain>) -> BTreeMap<String, RawTensor> {
     let mut out = BTreeMap::new();

@@ -43,11 +43,6 @@ fn v2_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn run(args: &[String]) -> std::process::Output {
-    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    ptune(&a)
-}
-
 #[test]
 fn deep_prompt_run_resumes_exactly_and_exports_an_adapter_that_predicts() {
     let data = small_data(200, 30);
@@ -65,7 +60,7 @@ fn deep_prompt_run_resumes_exactly_and_exports_an_adapter_that_predicts() {
         "--prompt-encoder",
         "embedding",
     ];
-    let o = run(&v2_args(data.path(), full.path(), &extra));
+    let o = run_owned(&v2_args(data.path(), full.path(), &extra));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary: Value =
         serde_json::from_str(&fs::read_to_string(full.path().join("summary.json")).unwrap())
@@ -104,7 +99,7 @@ fn deep_prompt_run_resumes_exactly_and_exports_an_adapter_that_predicts() {
     assert!(at.trim() < "epoch-0002", "the kill came too late ({at})");
     let mut resumed = v2_args(data.path(), cut.path(), &extra);
     resumed.push("--resume".into());
-    let o = run(&resumed);
+    let o = run_owned(&resumed);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         metrics(cut.path()),
@@ -180,16 +175,19 @@ fn deep_prompt_bad_input_is_one_line() {
         a[i + 1] = n.into();
         a
     };
-    let o = run(&with_prefix("0"));
+    let o = run_owned(&with_prefix("0"));
     assert_clean_error(&o, &["prefix_len must be at least 1"]);
-    let o = run(&with_prefix("500"));
+    let o = run_owned(&with_prefix("500"));
     assert_clean_error(
         &o,
         &["prefix_len 500 + max_len 48", "max_position_embeddings 512"],
     );
     let mut a = v2_args(data.path(), out.path(), &[]);
     a[2] = "finetune".into();
-    assert_clean_error(&run(&a), &["--prefix-len applies to --method ptune-v2"]);
+    assert_clean_error(
+        &run_owned(&a),
+        &["--prefix-len applies to --method ptune-v2"],
+    );
 }
 
 /// A valid deep-prompt adapter for zh-mini, then variants of it that must be refused.

@@ -18,12 +18,6 @@ use ptune::model::weights::to_host;
 use ptune::train::optim::FusedAdam;
 use serde_json::Value;
 
-fn with_prefix(map: &BTreeMap<String, RawTensor>, prefix: &str) -> BTreeMap<String, RawTensor> {
-    map.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
-}
-
 fn compare(
     what: &str,
     ours: &BTreeMap<String, RawTensor>,

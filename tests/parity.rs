@@ -44,14 +44,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// Compares the recorded rows (top-k and slice) of one sequence; returns the max abs diff.
 fn check_rows(rows: &Value, seq: &[f32], vocab: usize, s0: usize, s1: usize, what: &str) -> f32 {
     let mut worst = 0.0f32;

@@ -38,11 +38,6 @@ fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<Strin
     v
 }
 
-fn run_train(args: &[String]) -> std::process::Output {
-    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    ptune(&a)
-}
-
 #[test]
 fn same_seed_same_numbers_and_outputs_written() {
     let data = small_data(200, 40);
@@ -52,7 +47,7 @@ fn same_seed_same_numbers_and_outputs_written() {
         tempfile::tempdir().unwrap(),
     );
     for (out, seed) in [(&a, "1"), (&b, "1"), (&c, "2")] {
-        let o = run_train(&train_args(
+        let o = run_owned(&train_args(
             data.path(),
             out.path(),
             &[
@@ -123,7 +118,7 @@ fn resume_after_kill_matches_uninterrupted_run() {
     let full = tempfile::tempdir().unwrap();
     let cut = tempfile::tempdir().unwrap();
     let extra = ["--method", "finetune", "--epochs", "3", "--seed", "5"];
-    let o = run_train(&train_args(data.path(), full.path(), &extra));
+    let o = run_owned(&train_args(data.path(), full.path(), &extra));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     kill_after_first_checkpoint(&train_args(data.path(), cut.path(), &extra), cut.path());
@@ -133,11 +128,11 @@ fn resume_after_kill_matches_uninterrupted_run() {
         "the kill came too late to test anything ({latest})"
     );
     // without --resume the run directory is protected
-    let o = run_train(&train_args(data.path(), cut.path(), &extra));
+    let o = run_owned(&train_args(data.path(), cut.path(), &extra));
     assert_clean_error(&o, &["already holds a run", "--resume"]);
     let mut resumed = train_args(data.path(), cut.path(), &extra);
     resumed.push("--resume".into());
-    let o = run_train(&resumed);
+    let o = run_owned(&resumed);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         metrics(cut.path()),
@@ -148,7 +143,7 @@ fn resume_after_kill_matches_uninterrupted_run() {
     let mut other = resumed.clone();
     other.extend(["--lr".to_string(), "1e-4".to_string()]);
     assert_clean_error(
-        &run_train(&other),
+        &run_owned(&other),
         &["config.toml", "different configuration"],
     );
 }
@@ -165,7 +160,7 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     );
     fs::write(&recipe, text).unwrap();
     let run_dir = out.path().join("run");
-    let o = run_train(&train_args(
+    let o = run_owned(&train_args(
         data.path(),
         &run_dir,
         &[
@@ -211,7 +206,7 @@ fn bad_data_is_reported_with_file_and_line() {
         fs::write(data.path().join("train.tsv"), content).unwrap();
         let out = tempfile::tempdir().unwrap();
         let run_dir = out.path().join("run");
-        let o = run_train(&train_args(
+        let o = run_owned(&train_args(
             data.path(),
             &run_dir,
             &["--method", "zeroshot"],
@@ -243,7 +238,7 @@ fn bad_templates_and_label_words_are_rejected() {
             &["--method", "ptune", "--epochs", "1"],
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        assert_clean_error(&run_train(&args), &[needle]);
+        assert_clean_error(&run_owned(&args), &[needle]);
     }
 }
 
@@ -252,7 +247,7 @@ fn manual_template_with_two_token_label_words_runs() {
     // PET-style template with consecutive [MASK]s and two-character label words
     let data = small_data(40, 20);
     let out = tempfile::tempdir().unwrap();
-    let o = run_train(&train_args(
+    let o = run_owned(&train_args(
         data.path(),
         out.path(),
         &[
@@ -290,7 +285,7 @@ fn prompt_encoder_kinds_and_tune_lm_train() {
             &["--method", "ptune", "--epochs", "1", "--lr", "1e-3"],
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        let o = run_train(&args);
+        let o = run_owned(&args);
         assert!(
             o.status.success(),
             "{extra:?}: {}",
@@ -354,7 +349,7 @@ fn resume_refuses_changed_data_or_backbone() {
     let data = small_data(200, 40);
     let out = tempfile::tempdir().unwrap();
     let extra = ["--method", "finetune", "--epochs", "1", "--max-steps", "2"];
-    let o = run_train(&train_args(data.path(), out.path(), &extra));
+    let o = run_owned(&train_args(data.path(), out.path(), &extra));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let valid = data.path().join("valid.tsv");
     let text = fs::read_to_string(&valid).unwrap();
@@ -362,12 +357,12 @@ fn resume_refuses_changed_data_or_backbone() {
     let mut resumed = train_args(data.path(), out.path(), &extra);
     resumed.extend(["--resume".to_string()]);
     assert_clean_error(
-        &run_train(&resumed),
+        &run_owned(&resumed),
         &["run.json", "the valid split changed"],
     );
     fs::write(&valid, text).unwrap();
     // the same files again: no complaint (the run had finished, so nothing is left to do)
-    let o = run_train(&resumed);
+    let o = run_owned(&resumed);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("changed"), "{err}");
 }
@@ -378,7 +373,7 @@ fn export_takes_the_runs_backbone_and_refuses_another() {
     let data = small_data(40, 20);
     let out = tempfile::tempdir().unwrap();
     let tiny = fixture("tiny-bert");
-    let o = run_train(&train_args(
+    let o = run_owned(&train_args(
         data.path(),
         out.path(),
         &["--method", "zeroshot", "--model", tiny.to_str().unwrap()],
@@ -443,7 +438,7 @@ fn csv_and_jsonl_splits_with_string_labels_train_like_tsv() {
         let run_dir = out.path().join(name);
         let mut args = vec!["--method", "ptune", "--epochs", "1", "--no-dropout"];
         args.extend_from_slice(extra);
-        let o = run_train(&train_args(dir, &run_dir, &args));
+        let o = run_owned(&train_args(dir, &run_dir, &args));
         assert!(
             o.status.success(),
             "{name}: {}",
@@ -557,14 +552,14 @@ fn bad_csv_and_jsonl_data_is_reported_with_file_and_line() {
         let run_dir = out.path().join("run");
         let mut extra = vec!["--method", "zeroshot"];
         extra.extend_from_slice(flags);
-        let o = run_train(&train_args(dir, &run_dir, &extra));
+        let o = run_owned(&train_args(dir, &run_dir, &extra));
         assert_clean_error(&o, &[needle]);
         assert!(!run_dir.exists(), "a failed run left files behind");
         fs::write(&path, saved).unwrap();
     }
     // Two files for one split, and none.
     fs::write(jsonl_dir.path().join("train.tsv"), "好\t1\n").unwrap();
-    let o = run_train(&train_args(
+    let o = run_owned(&train_args(
         jsonl_dir.path(),
         &out_dir(),
         &["--method", "zeroshot"],
@@ -575,7 +570,7 @@ fn bad_csv_and_jsonl_data_is_reported_with_file_and_line() {
     );
     fs::remove_file(jsonl_dir.path().join("train.tsv")).unwrap();
     fs::remove_file(jsonl_dir.path().join("valid.jsonl")).unwrap();
-    let o = run_train(&train_args(
+    let o = run_owned(&train_args(
         jsonl_dir.path(),
         &out_dir(),
         &["--method", "zeroshot"],

@@ -300,3 +300,28 @@ pub fn metrics(out: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Runs the built `ptune` binary with owned arguments.
+pub fn run_owned(args: &[String]) -> Output {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    ptune(&a)
+}
+
+/// The tensors under `prefix`, with it stripped from their names.
+pub fn with_prefix(
+    map: &std::collections::BTreeMap<String, ptune::model::tensors::RawTensor>,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, ptune::model::tensors::RawTensor> {
+    map.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect()
+}
+
+/// A JSON array of non-negative integers.
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
