@@ -6,6 +6,7 @@
 pub mod adapter;
 pub mod bench;
 pub mod classifier;
+pub mod cpu_env;
 pub mod data;
 pub mod error;
 pub mod model;

@@ -3,7 +3,9 @@
 mod cli;
 
 fn main() {
-    // Before any other thread exists; see the module for the measured trade.
+    // Before any other thread exists, so that every worker inherits both settings; see the
+    // modules for the measured trades.
+    ptune::cpu_env::flush_denormals();
     ptune::train::memory::use_profile(ptune::train::memory::Profile::Throughput);
     std::process::exit(cli::main());
 }

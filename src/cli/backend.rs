@@ -39,6 +39,10 @@ pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
         // Fails only if the pool was already built; the first setting then stays.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
+            // Workers inherit main's setting on Linux; set it explicitly for other platforms.
+            .start_handler(|_| {
+                ptune::cpu_env::flush_denormals();
+            })
             .build_global();
     }
     let dev = args.device.as_str();
