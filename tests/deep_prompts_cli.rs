@@ -188,6 +188,68 @@ fn deep_prompt_bad_input_is_one_line() {
         &run_owned(&a),
         &["--prefix-len applies to --method ptune-v2"],
     );
+    // prefixes from a text: the text must be there, have tokens, and need plain prefixes
+    // (clap's own form: the error line, then a pointer to --help)
+    for (value, needle) in [
+        ("text:", "needs a text after the colon"),
+        ("words", "unknown prefix init \"words\""),
+    ] {
+        let o = run_owned(&v2_args(data.path(), out.path(), &["--prefix-init", value]));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(
+            first.contains("--prefix-init") && first.contains(needle),
+            "{stderr}"
+        );
+    }
+    let o = run_owned(&v2_args(
+        data.path(),
+        out.path(),
+        &["--prefix-init", "text:\u{200b}"],
+    ));
+    assert_clean_error(&o, &["prefix_init text", "has no tokens"]);
+    let o = run_owned(&v2_args(
+        data.path(),
+        out.path(),
+        &["--prefix-init", "text:这是评论", "--reparam", "mlp"],
+    ));
+    assert_clean_error(&o, &["prefix_init = text needs reparam = none"]);
+}
+
+/// `--prefix-init text:…` starts the prefixes at the frozen LM's own keys and values of that
+/// text (unit-tested in `model::prefix_init`): such a run is recorded in config.toml, trains,
+/// and differs from the random start; the same seed repeats it exactly.
+#[test]
+fn deep_prompts_start_from_a_text() {
+    let data = small_data(200, 30);
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let o = run_owned(&v2_args(data.path(), out.path(), extra));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let config = fs::read_to_string(out.path().join("config.toml")).unwrap();
+        let losses: Vec<f64> = metrics(out.path())
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect();
+        (config, losses)
+    };
+    let text = [
+        "--prefix-init",
+        "text:这是一条顾客评论。",
+        "--head",
+        "linear",
+    ];
+    let (config, from_text) = run(&text);
+    assert!(
+        config.contains("prefix_init") && config.contains("这是一条顾客评论。"),
+        "{config}"
+    );
+    let (_, again) = run(&text);
+    assert_eq!(from_text, again, "same seed, same numbers");
+    let (_, random) = run(&["--head", "linear"]);
+    assert_ne!(from_text, random, "the text start must change the run");
+    assert!(from_text.iter().all(|l| l.is_finite()));
 }
 
 /// A valid deep-prompt adapter for zh-mini, then variants of it that must be refused.

@@ -6,6 +6,7 @@ use ptune::classifier::Head;
 use ptune::data::{FewShot, Fields, MlmAugment};
 use ptune::error::{Error, Result};
 use ptune::model::deep_prompt::Reparam;
+use ptune::model::prefix_init::PrefixInit;
 use ptune::model::prompt_encoder::PromptEncoderKind;
 use ptune::train::config::Schedule;
 use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
@@ -77,6 +78,10 @@ pub struct RunArgs {
     /// ptune-v2 with --reparam mlp: the MLP's hidden width.
     #[arg(long)]
     pub reparam_hidden: Option<usize>,
+    /// ptune-v2: how the prefixes start: `random` (N(0,1), as PEFT) or `text:SOME TEXT` (the
+    /// frozen LM's own keys and values of that text's tokens, repeated to --prefix-len).
+    #[arg(long)]
+    pub prefix_init: Option<PrefixInit>,
     /// How the class is read at [MASK]: mlm (label words) or linear (a trainable head).
     #[arg(long)]
     pub head: Option<Head>,
@@ -140,6 +145,9 @@ impl RunArgs {
         // deep-prompt settings apply to ptune-v2 (compare runs every method from one command line)
         if method == Method::PtuneV2 {
             set!(prefix_len <- prefix_len, reparam <- reparam, reparam_hidden <- reparam_hidden);
+            if let Some(v) = &self.prefix_init {
+                c.prefix_init = v.clone();
+            }
         }
         if method != Method::Zeroshot {
             set!(head <- head);
@@ -246,6 +254,7 @@ pub fn run(args: Args) -> Result<()> {
         ("--prefix-len", args.run.prefix_len.is_some()),
         ("--reparam", args.run.reparam.is_some()),
         ("--reparam-hidden", args.run.reparam_hidden.is_some()),
+        ("--prefix-init", args.run.prefix_init.is_some()),
     ];
     if let Some((flag, _)) = deep_flags
         .iter()

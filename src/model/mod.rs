@@ -9,6 +9,7 @@ pub mod hf_dir;
 pub mod hub;
 pub mod kernels;
 pub mod pickle;
+pub mod prefix_init;
 pub mod prompt_encoder;
 pub mod tensors;
 pub mod weights;

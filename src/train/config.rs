@@ -9,6 +9,7 @@ use crate::classifier::Head;
 use crate::data::{FewShot, MlmAugment};
 use crate::error::{Error, Result};
 use crate::model::deep_prompt::Reparam;
+use crate::model::prefix_init::PrefixInit;
 use crate::model::prompt_encoder::PromptEncoderKind;
 
 /// What is trained.
@@ -126,6 +127,9 @@ pub struct TrainConfig {
     /// How the class is read at `[MASK]`: label words by the MLM head, or a linear head.
     #[serde(default)]
     pub head: Head,
+    /// How deep prompts start: random, or the LM's keys and values of a text.
+    #[serde(default)]
+    pub prefix_init: PrefixInit,
 }
 
 fn default_reparam_hidden() -> usize {
@@ -254,6 +258,20 @@ impl TrainConfig {
             && self.reparam_hidden == 0
         {
             return bad("ptune-v2: reparam_hidden must be at least 1".into());
+        }
+        if let PrefixInit::Text(_) = &self.prefix_init {
+            if self.method != Method::PtuneV2 {
+                return bad(format!(
+                    "prefix_init applies to ptune-v2 only, not {}",
+                    self.method.name()
+                ));
+            }
+            if self.reparam == Reparam::Mlp {
+                return bad(
+                    "ptune-v2: prefix_init = text needs reparam = none (an MLP cannot start at given prefixes)"
+                        .into(),
+                );
+            }
         }
         if self.method == Method::Zeroshot && self.head == Head::Linear {
             return bad("zeroshot cannot use a linear head (it would be untrained)".into());

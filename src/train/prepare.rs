@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::data::{Example, Fields, Format, read_split};
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
+use crate::model::prefix_init::PrefixInit;
 use crate::prompt::{Encoded, Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
@@ -91,6 +92,13 @@ impl Prepared {
                 "prefix_len {} + max_len {} exceeds the model's max_position_embeddings {}",
                 config.prefix_len, config.max_len, model.config.max_position_embeddings
             )));
+        }
+        if let PrefixInit::Text(text) = &config.prefix_init {
+            if tokenizer.tokenize(text).is_empty() {
+                return Err(Error::invalid(format!(
+                    "prefix_init text {text:?} has no tokens in this model's vocabulary"
+                )));
+            }
         }
         if config.method == Method::Ptune && template.n_pseudo() == 0 {
             return Err(Error::invalid(format!(

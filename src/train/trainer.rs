@@ -29,7 +29,9 @@ use crate::error::{Error, Result, write_atomic};
 use crate::model::bert::BertForMaskedLM;
 use crate::model::deep_prompt::DeepPrompt;
 use crate::model::dropout::mix;
+use crate::model::prefix_init::{PrefixInit, prefix_from_tokens};
 use crate::model::prompt_encoder::PromptEncoder;
+use crate::model::tensors::RawTensor;
 use crate::model::tensors::{TensorMap, parse_safetensors, safetensors_bytes};
 use crate::model::weights::Weights;
 use crate::model::{Kernels, ModelDir, TrainBackend};
@@ -186,15 +188,26 @@ fn init_model<B: TrainBackend>(
         )
     });
     let lm_config = lm.prefix_shape();
-    let deep = (c.method == Method::PtuneV2).then(|| {
-        DeepPrompt::init(
+    let deep = (c.method == Method::PtuneV2).then(|| match &c.prefix_init {
+        PrefixInit::Random => DeepPrompt::init(
             c.reparam,
             c.prefix_len,
             c.reparam_hidden,
             lm_config,
             &mut StdRng::seed_from_u64(mix(c.seed, DEEP_STREAM)),
             device,
-        )
+        ),
+        PrefixInit::Text(text) => {
+            let tok = &prepared.tokenizer;
+            let ids = tok.tokenize(text);
+            // validated when the run is prepared: the text has tokens, reparam is none
+            let m = prefix_from_tokens(&lm, &ids, tok.cls_id, tok.sep_id, c.prefix_len);
+            let shape = m.dims().to_vec();
+            let data = m.into_data().to_vec::<f32>().expect("an f32 tensor");
+            let map = [("embedding.weight".to_string(), RawTensor::new(shape, data))].into();
+            DeepPrompt::from_tensors(&map, lm_config, device)
+                .expect("the LM's own activations have the prefix shape")
+        }
     });
     let head = (c.head == Head::Linear).then(|| {
         linear_head_init(
