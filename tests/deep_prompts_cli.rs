@@ -53,6 +53,9 @@ fn deep_prompt_run_resumes_exactly_and_exports_an_adapter_that_predicts() {
         "mlp",
         "--reparam-hidden",
         "32",
+        // the recipe starts plain prefixes from a text; an MLP starts random
+        "--prefix-init",
+        "random",
         "--head",
         "linear",
         "--template",
@@ -215,6 +218,9 @@ fn deep_prompt_bad_input_is_one_line() {
         &["--prefix-init", "text:这是评论", "--reparam", "mlp"],
     ));
     assert_clean_error(&o, &["prefix_init = text needs reparam = none"]);
+    // the quick recipe's text start with an MLP asked for on the command line: told what to do
+    let o = run_owned(&v2_args(data.path(), out.path(), &["--reparam", "mlp"]));
+    assert_clean_error(&o, &["needs reparam = none", "prefix_init = random"]);
 }
 
 /// `--prefix-init text:…` starts the prefixes at the frozen LM's own keys and values of that
@@ -247,7 +253,7 @@ fn deep_prompts_start_from_a_text() {
     );
     let (_, again) = run(&text);
     assert_eq!(from_text, again, "same seed, same numbers");
-    let (_, random) = run(&["--head", "linear"]);
+    let (_, random) = run(&["--prefix-init", "random", "--head", "linear"]);
     assert_ne!(from_text, random, "the text start must change the run");
     assert!(from_text.iter().all(|l| l.is_finite()));
 }

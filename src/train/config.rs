@@ -268,7 +268,7 @@ impl TrainConfig {
             }
             if self.reparam == Reparam::Mlp {
                 return bad(
-                    "ptune-v2: prefix_init = text needs reparam = none (an MLP cannot start at given prefixes)"
+                    "ptune-v2: prefix_init = text needs reparam = none (an MLP cannot start at given prefixes; set prefix_init = random)"
                         .into(),
                 );
             }

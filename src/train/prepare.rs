@@ -93,12 +93,12 @@ impl Prepared {
                 config.prefix_len, config.max_len, model.config.max_position_embeddings
             )));
         }
-        if let PrefixInit::Text(text) = &config.prefix_init {
-            if tokenizer.tokenize(text).is_empty() {
-                return Err(Error::invalid(format!(
-                    "prefix_init text {text:?} has no tokens in this model's vocabulary"
-                )));
-            }
+        if let PrefixInit::Text(text) = &config.prefix_init
+            && tokenizer.tokenize(text).is_empty()
+        {
+            return Err(Error::invalid(format!(
+                "prefix_init text {text:?} has no tokens in this model's vocabulary"
+            )));
         }
         if config.method == Method::Ptune && template.n_pseudo() == 0 {
             return Err(Error::invalid(format!(
