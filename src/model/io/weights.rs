@@ -101,7 +101,8 @@ impl Weights {
     }
 
     /// Removes and returns a tensor; a missing or mis-shaped one is recorded and zeros are
-    /// returned so that loading can go on and report every problem at once in [`finish`].
+    /// returned so that loading can go on and report every problem at once in
+    /// [`finish`](Self::finish).
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
         if !self.tensors.contains_key(key) {
             self.missing.push(key.to_string());

@@ -2,14 +2,15 @@
 //! as a burn backend extension (the pattern burn documents for custom operations).
 //!
 //! Organised by operation. [`Kernels`] is the trait; every method defaults to the version
-//! composed from burn's own ops in [`reference`] (what CUDA and any other backend run). The
-//! CPU backend (Flex) overrides them with one-pass, SIMD-friendly loops that run on all cores,
-//! one file per kernel (`gelu`, `softmax`, `layer_norm`, `merge_heads`, `dropout`, `adam`, on
-//! the helpers in `simd`), each falling back to the reference for layouts or dtypes it does
-//! not handle: measured on a training step, burn-flex spent 11% of the time in scalar `erf`
-//! (GELU), 11% permuting attention heads element by element, and 7% in scalar `exp`
-//! (softmax). `autodiff` wraps each kernel with its exact gradient. The functions at the end
-//! of this file are the tensor-level entry points the model calls.
+//! composed from burn's own ops in [`reference`](mod@reference) (what CUDA and any other
+//! backend run). The CPU backend (Flex) overrides them with one-pass, SIMD-friendly loops
+//! that run on all cores, one file per kernel (`gelu`, `softmax`, `layer_norm`,
+//! `merge_heads`, `dropout`, `adam`, on the helpers in `simd`), each falling back to the
+//! reference for layouts or dtypes it does not handle: measured on a training step,
+//! burn-flex spent 11% of the time in scalar `erf` (GELU), 11% permuting attention heads
+//! element by element, and 7% in scalar `exp` (softmax). `autodiff` wraps each kernel with
+//! its exact gradient. The functions at the end of this file are the tensor-level entry
+//! points the model calls.
 //!
 //! Adding a kernel: a method on [`Kernels`] with a default in `reference.rs`, its CPU version
 //! in its own file and one line in the Flex impl below, a backward in `autodiff.rs` if it
