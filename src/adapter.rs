@@ -97,12 +97,12 @@ pub fn fingerprint<B: Backend>(model_dir: &ModelDir, lm: &BertForMaskedLM<B>) ->
     h.update(read_file(&model_dir.vocab_file)?);
     let mut tensors = lm.hf_tensors();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    for (k, shape, data) in tensors {
+    for (k, t) in tensors {
         h.update(k.as_bytes());
-        for d in shape {
+        for d in t.shape {
             h.update((d as u64).to_le_bytes());
         }
-        for x in data {
+        for x in t.data {
             h.update(x.to_le_bytes());
         }
     }

@@ -14,10 +14,11 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use crate::data::Batch;
 use crate::model::bert::{AttentionMask, BertForMaskedLM};
 use crate::model::deep_prompt::{DeepPrompt, Prefixes};
+use crate::model::host::{to_host, transpose};
 use crate::model::kernels::Kernels;
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::RawTensor;
-use crate::model::weights::{new_param, to_host, transpose};
+use crate::model::weights::new_param;
 
 #[derive(Module, Debug)]
 pub struct PromptClassifier<B: Backend> {
@@ -196,7 +197,7 @@ impl<B: Kernels> PromptClassifier<B> {
     ) -> Vec<Vec<f32>> {
         if let Some(head) = &self.head {
             let rows = first_mask_rows(batch);
-            let (_, data) = to_host(head.forward(self.hidden_rows(batch, &rows, device)));
+            let data = to_host(head.forward(self.hidden_rows(batch, &rows, device))).data;
             let c = data.len() / batch.batch_size.max(1);
             return data.chunks(c.max(1)).map(|r| r.to_vec()).collect();
         }
@@ -209,7 +210,7 @@ impl<B: Kernels> PromptClassifier<B> {
             hidden,
             int_tensor::<B, 1>(&flat_words, [flat_words.len()], device),
         );
-        let (_, data) = to_host(logits);
+        let data = to_host(logits).data;
         let cols = flat_words.len();
         (0..batch.batch_size)
             .map(|i| {
@@ -399,13 +400,12 @@ pub fn linear_head_from_tensors<B: Backend>(
 pub fn linear_head_tensors<B: Backend>(
     head: &Linear<B>,
 ) -> std::collections::BTreeMap<String, RawTensor> {
-    let (s, d) = to_host(head.weight.val());
     let mut map = std::collections::BTreeMap::new();
     map.insert(
         "weight".to_string(),
-        RawTensor::new(vec![s[1], s[0]], transpose(&d, s[0], s[1])),
+        to_host(head.weight.val()).transposed(),
     );
-    let (s, d) = to_host(head.bias.as_ref().expect("the head has a bias").val());
-    map.insert("bias".to_string(), RawTensor::new(s, d));
+    let bias = to_host(head.bias.as_ref().expect("the head has a bias").val());
+    map.insert("bias".to_string(), bias);
     map
 }

@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::classifier::PromptClassifier;
 use crate::data::Batch;
 use crate::error::{Error, Result};
+use crate::model::host::to_host;
 use crate::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
-use crate::model::weights::to_host;
 use crate::model::{Kernels, ModelDir, TrainBackend};
 use crate::train::optim::FusedAdam;
 
@@ -82,7 +82,7 @@ pub fn logits<B: Kernels>(model_dir: &ModelDir, device: &B::Device) -> Result<Ch
         let l = ids.len();
         let t = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [1, l]), device);
         let logits = lm.forward(t(ids.iter().map(|&x| x as i64).collect()), t(vec![1; l]));
-        let (shape, data) = to_host(logits);
+        let crate::model::host::RawTensor { shape, data, .. } = to_host(logits);
         let v = shape[2];
         for row in case["rows"]
             .as_array()
@@ -183,7 +183,7 @@ pub fn train_step<B: TrainBackend>(model_dir: &ModelDir, device: &B::Device) -> 
     );
     let model = PromptClassifier::new(lm, Some(prompt));
     let loss = model.loss(&batch, None, device);
-    let loss_value = to_host(loss.clone()).1[0] as f64;
+    let loss_value = to_host(loss.clone()).data[0] as f64;
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let mut optim = FusedAdam::adam(5e-4).init();
     let model = optim.step(1e-2, model, grads);

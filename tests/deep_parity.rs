@@ -15,8 +15,8 @@ use ptune::classifier::{PromptClassifier, linear_head_from_tensors, linear_head_
 use ptune::data::Batch;
 use ptune::model::ModelDir;
 use ptune::model::deep_prompt::DeepPrompt;
+use ptune::model::host::to_host;
 use ptune::model::tensors::{RawTensor, read_safetensors};
-use ptune::model::weights::{to_host, transpose};
 use ptune::train::optim::FusedAdam;
 use serde_json::Value;
 
@@ -43,16 +43,12 @@ fn named_grads(
         out.insert(format!("deep.{k}"), t);
     }
     if let Some(h) = &model.head {
-        let (s, d) = to_host(grads.get::<ptune::Cpu, 2>(h.weight.id).unwrap());
-        out.insert(
-            "head.weight".into(),
-            RawTensor::new(vec![s[1], s[0]], transpose(&d, s[0], s[1])),
-        );
+        let w = to_host(grads.get::<ptune::Cpu, 2>(h.weight.id).unwrap());
+        out.insert("head.weight".into(), w.transposed());
         let b = grads
             .get::<ptune::Cpu, 1>(h.bias.as_ref().unwrap().id)
             .unwrap();
-        let (s, d) = to_host(b);
-        out.insert("head.bias".into(), RawTensor::new(s, d));
+        out.insert("head.bias".into(), to_host(b));
     }
     out
 }

@@ -12,9 +12,9 @@ use ptune::CpuTrain;
 use ptune::classifier::PromptClassifier;
 use ptune::data::Batch;
 use ptune::model::ModelDir;
+use ptune::model::host::to_host;
 use ptune::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
 use ptune::model::tensors::{RawTensor, read_safetensors};
-use ptune::model::weights::to_host;
 use ptune::train::optim::FusedAdam;
 use serde_json::Value;
 
@@ -109,7 +109,7 @@ fn one_ptuning_step_matches_pytorch() {
     };
 
     let loss = model.loss(&batch, None, &device);
-    let loss_value = to_host(loss.clone()).1[0];
+    let loss_value = to_host(loss.clone()).data[0];
     let want_loss = fx["loss"].as_f64().unwrap() as f32;
     assert!(
         (loss_value - want_loss).abs() <= 1e-4,
@@ -165,7 +165,7 @@ fn one_ptuning_step_matches_pytorch() {
     // within two learning rates (measured: every element off by more than 1e-4 had |g'| < 8e-8).
     let init = with_prefix(&tensors, "init.");
     let wd = fx["weight_decay"].as_f64().unwrap() as f32;
-    let word_before = to_host(model.lm.bert.embeddings.word_embeddings.weight.val()).1;
+    let word_before = to_host(model.lm.bert.embeddings.word_embeddings.weight.val()).data;
     let model = adam().step(lr, model, grads);
     let ours = model.prompt.as_ref().unwrap().named_tensors();
     let (mut checked, mut noisy) = (0usize, 0usize);
@@ -193,7 +193,7 @@ fn one_ptuning_step_matches_pytorch() {
         "after one step: {checked} elements within 1e-4, {noisy} with |grad + decay| < 1e-6 within 2 lr"
     );
     assert_eq!(
-        to_host(model.lm.bert.embeddings.word_embeddings.weight.val()).1,
+        to_host(model.lm.bert.embeddings.word_embeddings.weight.val()).data,
         word_before,
         "frozen LM changed"
     );

@@ -5,7 +5,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use ptune::Cpu;
-use ptune::model::weights::to_host;
+use ptune::model::host::to_host;
 use ptune::model::{BertForMaskedLM, ModelDir};
 use serde_json::Value;
 
@@ -29,7 +29,8 @@ fn logits(
     let dev = Default::default();
     let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(flat(ids), [b, l]), &dev);
     let mask = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(flat(mask), [b, l]), &dev);
-    to_host(model.forward(ids, mask))
+    let t = to_host(model.forward(ids, mask));
+    (t.shape, t.data)
 }
 
 fn json(path: &str) -> Value {

@@ -4,17 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use super::layers::Activation;
 use crate::error::{Error, Result, read_file};
-
-/// Feed-forward activation named by `hidden_act`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU with erf (`"gelu"`), BERT's default.
-    Gelu,
-    /// Tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`).
-    GeluTanh,
-    Relu,
-}
 
 /// The fields of `BertConfig` that the architecture depends on.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::tensors::RawTensor;
-use super::weights::{new_param, to_host, transpose};
+use super::io::host::{RawTensor, to_host, transpose};
+use super::io::weights::new_param;
 
 /// How the prefixes are parameterised while training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -331,48 +331,40 @@ impl<B: Backend> DeepPrompt<B> {
     where
         B: AutodiffBackend,
     {
-        let zeros = |d: &[usize]| (d.to_vec(), vec![0.0; d.iter().product()]);
         self.named_with(
             |p| {
                 grads
                     .get::<B::InnerBackend, 2>(p.id)
                     .map(to_host)
-                    .unwrap_or_else(|| zeros(&p.dims()))
+                    .unwrap_or_else(|| RawTensor::zeros(&p.dims()))
             },
             |p| {
                 grads
                     .get::<B::InnerBackend, 1>(p.id)
                     .map(to_host)
-                    .unwrap_or_else(|| zeros(&p.dims()))
+                    .unwrap_or_else(|| RawTensor::zeros(&p.dims()))
             },
         )
     }
 
     fn named_with(
         &self,
-        mut read2: impl FnMut(&Param<Tensor<B, 2>>) -> (Vec<usize>, Vec<f32>),
-        mut read1: impl FnMut(&Param<Tensor<B, 1>>) -> (Vec<usize>, Vec<f32>),
+        mut read2: impl FnMut(&Param<Tensor<B, 2>>) -> RawTensor,
+        mut read1: impl FnMut(&Param<Tensor<B, 1>>) -> RawTensor,
     ) -> BTreeMap<String, RawTensor> {
         let mut out = BTreeMap::new();
-        let (s, d) = read2(&self.embedding);
-        out.insert("embedding.weight".to_string(), RawTensor::new(s, d));
+        out.insert("embedding.weight".to_string(), read2(&self.embedding));
         if let Some(m) = &self.transform {
             for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
-                let (s, d) = read2(&l.weight);
                 out.insert(
                     format!("transform.{i}.weight"),
-                    RawTensor::new(vec![s[1], s[0]], transpose(&d, s[0], s[1])),
+                    read2(&l.weight).transposed(),
                 );
-                let (s, d) = read1(l.bias.as_ref().expect("linears here have biases"));
-                out.insert(format!("transform.{i}.bias"), RawTensor::new(s, d));
+                let b = read1(l.bias.as_ref().expect("linears here have biases"));
+                out.insert(format!("transform.{i}.bias"), b);
             }
         }
         out
-    }
-
-    /// Number of parameters of the MLP that exists only while training (0 without one).
-    pub fn reparam_params(&self) -> usize {
-        self.transform.as_ref().map_or(0, |m| m.num_params())
     }
 }
 
@@ -400,14 +392,16 @@ mod tests {
         );
         let pre = Prefixes::from_rows(m.reshape([1, p, w]).expand([2, p, w]), None, shape);
         let (k1, v1) = &pre.layers[1];
-        let (s, k) = to_host(k1.clone());
+        let RawTensor {
+            shape: s, data: k, ..
+        } = to_host(k1.clone());
         assert_eq!(s, vec![2, 2, 3, 2]);
         // batch 1, head 1, token 2, dim 0: row 2, block 2 (layer 1 key), head 1 → 2*16 + 2*4 + 1*2
         // index ((batch 1 · 2 heads + head 1) · 3 tokens + token 2) · 2 dims
         assert_eq!(k[((2 + 1) * 3 + 2) * 2], (2 * 16 + 2 * 4 + 2) as f32);
-        let (_, v) = to_host(v1.clone());
+        let v = to_host(v1.clone()).data;
         assert_eq!(v[0], (3 * 4) as f32);
-        assert_eq!(to_host(pre.bias).1, vec![0.0; 6]);
+        assert_eq!(to_host(pre.bias).data, vec![0.0; 6]);
     }
 
     #[test]

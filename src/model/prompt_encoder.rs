@@ -17,8 +17,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::tensors::RawTensor;
-use super::weights::{new_param, to_host, transpose};
+use super::io::host::{RawTensor, to_host, transpose};
+use super::io::weights::new_param;
 use crate::error::{Error, Result};
 
 /// Which network produces the prompt vectors.
@@ -244,22 +244,18 @@ impl<B: Backend> PromptEncoder<B> {
     where
         B: AutodiffBackend,
     {
-        let zero1 =
-            |p: &Param<Tensor<B, 1>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
-        let zero2 =
-            |p: &Param<Tensor<B, 2>>| (p.dims().to_vec(), vec![0.0; p.dims().iter().product()]);
         self.named_with(&mut ParamReader {
             read1: |p: &Param<Tensor<B, 1>>| {
                 grads
                     .get::<B::InnerBackend, 1>(p.id)
                     .map(to_host)
-                    .unwrap_or_else(|| zero1(p))
+                    .unwrap_or_else(|| RawTensor::zeros(&p.dims()))
             },
             read2: |p: &Param<Tensor<B, 2>>| {
                 grads
                     .get::<B::InnerBackend, 2>(p.id)
                     .map(to_host)
-                    .unwrap_or_else(|| zero2(p))
+                    .unwrap_or_else(|| RawTensor::zeros(&p.dims()))
             },
         })
     }
@@ -268,29 +264,29 @@ impl<B: Backend> PromptEncoder<B> {
     /// burn's per-gate `[in, out]` matrices to PyTorch's packed `[4 * out, in]` layout.
     fn named_with<R1, R2>(&self, reader: &mut ParamReader<R1, R2>) -> BTreeMap<String, RawTensor>
     where
-        R1: FnMut(&Param<Tensor<B, 1>>) -> Host,
-        R2: FnMut(&Param<Tensor<B, 2>>) -> Host,
+        R1: FnMut(&Param<Tensor<B, 1>>) -> RawTensor,
+        R2: FnMut(&Param<Tensor<B, 2>>) -> RawTensor,
     {
         let mut out = BTreeMap::new();
-        let mut put = |k: String, (shape, data): Host| {
-            out.insert(k, RawTensor::new(shape, data));
+        let mut put = |k: String, t: RawTensor| {
+            out.insert(k, t);
         };
         put("embedding.weight".into(), (reader.read2)(&self.embedding));
         for (layer, bi) in self.lstm.iter().enumerate() {
             for (dir, l) in [("", &bi.forward), ("_reverse", &bi.reverse)] {
                 let gates = [&l.input_gate, &l.forget_gate, &l.cell_gate, &l.output_gate];
-                let mut packed: [Host; 4] = Default::default();
+                // the gates' `[out, in]` matrices and biases stacked row-wise
+                let mut packed: [RawTensor; 4] =
+                    std::array::from_fn(|_| RawTensor::new(vec![0], Vec::new()));
                 for gate in gates {
                     let mats = [&gate.input_transform, &gate.hidden_transform];
                     for (j, lin) in mats.into_iter().enumerate() {
-                        let (s, d) = (reader.read2)(&lin.weight);
-                        packed[j].0 = vec![packed[j].0.first().copied().unwrap_or(0) + s[1], s[0]];
-                        packed[j].1.extend(transpose(&d, s[0], s[1]));
-                        let (s, d) =
-                            (reader.read1)(lin.bias.as_ref().expect("LSTM gates have biases"));
-                        packed[2 + j].0 =
-                            vec![packed[2 + j].0.first().copied().unwrap_or(0) + s[0]];
-                        packed[2 + j].1.extend(d);
+                        let w = (reader.read2)(&lin.weight).transposed();
+                        packed[j].shape = vec![packed[j].shape[0] + w.shape[0], w.shape[1]];
+                        packed[j].data.extend(w.data);
+                        let b = (reader.read1)(lin.bias.as_ref().expect("LSTM gates have biases"));
+                        packed[2 + j].shape = vec![packed[2 + j].shape[0] + b.shape[0]];
+                        packed[2 + j].data.extend(b.data);
                     }
                 }
                 let [w_ih, w_hh, b_ih, b_hh] = packed;
@@ -302,10 +298,9 @@ impl<B: Backend> PromptEncoder<B> {
         }
         if let Some(m) = &self.mlp {
             for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
-                let (s, d) = (reader.read2)(&l.weight);
                 put(
                     format!("mlp.{i}.weight"),
-                    (vec![s[1], s[0]], transpose(&d, s[0], s[1])),
+                    (reader.read2)(&l.weight).transposed(),
                 );
                 put(
                     format!("mlp.{i}.bias"),
@@ -366,14 +361,12 @@ fn set_lstm<B: Backend>(
     }
 }
 
-type Host = (Vec<usize>, Vec<f32>);
-
 /// Reads a prompt encoder saved as safetensors by ptune or by the PyTorch reference.
 pub fn load_prompt_encoder<B: Backend>(
     path: &std::path::Path,
     kind: PromptEncoderKind,
     device: &B::Device,
 ) -> Result<PromptEncoder<B>> {
-    let map = super::tensors::read_safetensors(path)?;
+    let map = super::io::tensors::read_safetensors(path)?;
     PromptEncoder::from_tensors(kind, &map, device).map_err(|m| Error::file(path, m))
 }

@@ -91,14 +91,10 @@ mod tests {
             mean.abs() < 0.004 && (sd - 0.02).abs() < 0.003,
             "{mean} {sd}"
         );
-        let mut weights =
+        let weights =
             crate::model::weights::Weights::new(std::path::Path::new("init"), map.clone()).unwrap();
-        let _lm = crate::model::BertForMaskedLM::<crate::Cpu>::from_weights(
-            &c,
-            &mut weights,
-            &Default::default(),
-        );
-        weights.finish().unwrap();
+        crate::model::BertForMaskedLM::<crate::Cpu>::from_weights(&c, weights, &Default::default())
+            .unwrap();
         assert_eq!(random_weights(&c, 1), map, "seeded");
     }
 }

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::PromptClassifier;
 use crate::error::{Error, Result, read_file, write_atomic};
 use crate::model::bert::BertForMaskedLM;
-use crate::model::dropout::mix;
 use crate::model::hf_dir::{SaveOptions, save_model_dir};
+use crate::model::kernels::mix;
 use crate::model::tensors::{StorageDType, parse_safetensors, safetensors_bytes};
 use crate::model::weights::Weights;
 use crate::model::{BertConfig, Kernels, ModelDir, TrainBackend};
@@ -395,13 +395,11 @@ pub fn pretrain<B: TrainBackend>(
         Start::From(dir) => dir.load::<B>(device)?,
         Start::Scratch { config, .. } => {
             let map = init::random_weights(config, c.seed);
-            let mut w = Weights::new(std::path::Path::new("<random init>"), map)?;
-            let lm = BertForMaskedLM::from_weights(config, &mut w, device);
-            w.finish()?;
-            lm
+            let w = Weights::new(std::path::Path::new("<random init>"), map)?;
+            BertForMaskedLM::from_weights(config, w, device)?
         }
     };
-    let names: Vec<String> = lm.hf_tensors().into_iter().map(|(k, _, _)| k).collect();
+    let names: Vec<String> = lm.hf_tensors().into_iter().map(|(k, _)| k).collect();
     let clip = (c.max_grad_norm > 0.0).then_some(c.max_grad_norm);
     let mut opt = PretrainAdamW::<B>::new(&names, c.weight_decay, clip);
     let mut state = State {
@@ -418,9 +416,8 @@ pub fn pretrain<B: TrainBackend>(
         let wp = dir.join("model.safetensors");
         let map =
             parse_safetensors(&read("model.safetensors")?).map_err(|e| Error::file(&wp, e))?;
-        let mut w = Weights::new(&wp, map)?;
-        lm = BertForMaskedLM::from_weights(&model_config, &mut w, device);
-        w.finish()?;
+        let w = Weights::new(&wp, map)?;
+        lm = BertForMaskedLM::from_weights(&model_config, w, device)?;
         let op = dir.join("optimizer.safetensors");
         let map =
             parse_safetensors(&read("optimizer.safetensors")?).map_err(|e| Error::file(&op, e))?;
@@ -446,7 +443,9 @@ pub fn pretrain<B: TrainBackend>(
     let save_checkpoint = |model: &PromptClassifier<B>, opt: &PretrainAdamW<B>, state: &State| {
         let weights = model.lm.hf_tensors();
         let w = safetensors_bytes(
-            weights.iter().map(|(k, s, d)| (k.clone(), &s[..], &d[..])),
+            weights
+                .iter()
+                .map(|(k, t)| (k.clone(), &t.shape[..], &t.data[..])),
             None,
         );
         let o = opt.state_tensors();

@@ -13,9 +13,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
 
+use crate::model::host::to_host;
 use crate::model::kernels::{AdamStep, Kernels, TrainBackend};
 use crate::model::tensors::TensorMap;
-use crate::model::weights::{param_id, to_host};
+use crate::model::weights::param_id;
 
 /// First and second moments of one parameter, flat.
 struct Moments<B: Backend> {
@@ -92,8 +93,8 @@ impl<B: TrainBackend> PretrainAdamW<B> {
         names.sort_by(|a, b| a.1.cmp(b.1));
         for (id, name) in names {
             if let Some(s) = self.state.get(id) {
-                let (shape, m) = to_host(s.m.clone());
-                let (_, v) = to_host(s.v.clone());
+                let m = to_host(s.m.clone());
+                let (shape, m, v) = (m.shape, m.data, to_host(s.v.clone()).data);
                 out.push((format!("m.{name}"), shape.clone(), m));
                 out.push((format!("v.{name}"), shape, v));
             }

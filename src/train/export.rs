@@ -10,8 +10,8 @@ use crate::classifier::Head;
 use crate::error::{Error, Result, read_file};
 use crate::model::ModelDir;
 use crate::model::deep_prompt::DeepPrompt;
+use crate::model::host::to_host;
 use crate::model::prompt_encoder::load_prompt_encoder;
-use crate::model::weights::to_host;
 use crate::prompt::Template;
 
 /// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once), of a
@@ -55,7 +55,7 @@ pub fn export_run<B: Backend>(
                 ),
             ));
         }
-        Ok(to_host(encoder.forward()).1)
+        Ok(to_host(encoder.forward()).data)
     };
     let (vectors, source) = match config.method {
         _ if config.lm_trains() => {
@@ -97,7 +97,7 @@ pub fn export_run<B: Backend>(
         let map = crate::model::tensors::read_safetensors(&path)?;
         let deep = DeepPrompt::<B>::from_tensors(&map, shape, device)
             .map_err(|m| Error::file(&path, m))?;
-        to_host(deep.forward()).1
+        to_host(deep.forward()).data
     } else {
         Vec::new()
     };

@@ -7,7 +7,7 @@ use burn::tensor::ElementConversion;
 use crate::classifier::PromptClassifier;
 use crate::data::Batch;
 use crate::model::TrainBackend;
-use crate::model::dropout::mix;
+use crate::model::kernels::mix;
 
 /// Loss (mean over the batch's targets) and its gradients. The batch's rows are split into
 /// `parts` groups computed on parallel threads, each with its own autodiff graph and dropout

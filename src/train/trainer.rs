@@ -28,7 +28,7 @@ use crate::data::Batch;
 use crate::error::{Error, Result, write_atomic};
 use crate::model::bert::BertForMaskedLM;
 use crate::model::deep_prompt::DeepPrompt;
-use crate::model::dropout::mix;
+use crate::model::kernels::mix;
 use crate::model::prefix_init::{PrefixInit, prefix_from_tokens};
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::RawTensor;
@@ -402,7 +402,7 @@ fn trainable_tensors<B: Backend>(
                 .lm
                 .hf_tensors()
                 .into_iter()
-                .map(|(k, s, d)| (format!("lm.{k}"), s, d)),
+                .map(|(k, t)| (format!("lm.{k}"), t.shape, t.data)),
         );
     }
     out
@@ -680,10 +680,10 @@ impl<B: TrainBackend> Loop<'_, B> {
             write_atomic(&dir.join("head.safetensors"), &to_safetensors(&named))?;
         }
         if self.lm_trains() {
-            write_atomic(
-                &dir.join("model.safetensors"),
-                &to_safetensors(&model.lm.hf_tensors()),
-            )?;
+            let named: Vec<(String, Vec<usize>, Vec<f32>)> = (model.lm.hf_tensors().into_iter())
+                .map(|(k, t)| (k, t.shape, t.data))
+                .collect();
+            write_atomic(&dir.join("model.safetensors"), &to_safetensors(&named))?;
             for f in ["config.json", "vocab.txt"] {
                 let src = self.spec.model.dir.join(f);
                 let bytes = crate::error::read_file(&src)?;
@@ -771,9 +771,8 @@ impl<B: TrainBackend> Loop<'_, B> {
             } else {
                 self.spec.model.config.clone()
             };
-            let mut w = Weights::new(&weights_path, sub_map(&map, "lm."))?;
-            lm = BertForMaskedLM::from_weights(&config, &mut w, self.device);
-            w.finish()?;
+            let w = Weights::new(&weights_path, sub_map(&map, "lm."))?;
+            lm = BertForMaskedLM::from_weights(&config, w, self.device)?;
         }
         let bytes = read("optimizer.bin")?;
         let record = recorder.load(bytes, self.device).map_err(|e| {

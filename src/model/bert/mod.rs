@@ -2,21 +2,21 @@
 //!
 //! Struct and field names follow the Hugging Face weight keys (`bert.encoder.layer.3.attention.
 //! self.query.weight` lives in `bert.encoder.layer[3].attention.self_attention.query.weight`),
-//! so loading and saving are straight mappings. Dropout is active when a forward
+//! so loading and saving are straight mappings (one walk over the keys for both, in
+//! `hf_weights.rs`). Dropout is active when a forward
 //! pass is given a dropout seed (training) and off otherwise.
+
+mod hf_weights;
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::TensorPrimitive;
-use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::config::{Activation, BertConfig};
 use super::deep_prompt::{PrefixShape, Prefixes};
-use super::dropout::SeededDropout;
-use super::kernels::Kernels;
-use super::weights::{Weights, to_host, transpose};
+use super::io::host::{RawTensor, to_host};
+use super::kernels::{self, Kernels};
+use super::layers::{Activation, LayerNorm, SeededDropout};
 
 /// Which keys are padding, as an additive attention bias.
 #[derive(Clone, Debug)]
@@ -48,25 +48,6 @@ impl<B: Backend> AttentionMask<B> {
 
 /// One layer's prefix keys and values, `[batch, heads, P, head_dim]` each.
 pub type LayerPrefix<'a, B> = Option<&'a (Tensor<B, 4>, Tensor<B, 4>)>;
-
-/// LayerNorm over the hidden axis with HF's parameter names (`LayerNorm.weight` / `.bias`).
-#[derive(Module, Debug)]
-pub struct LayerNorm<B: Backend> {
-    pub weight: Param<Tensor<B, 1>>,
-    pub bias: Param<Tensor<B, 1>>,
-    pub eps: f64,
-}
-
-impl<B: Kernels> LayerNorm<B> {
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm_fused(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            self.bias.val().into_primitive().tensor(),
-            self.eps,
-        )))
-    }
-}
 
 #[derive(Module, Debug)]
 pub struct BertEmbeddings<B: Backend> {
@@ -162,15 +143,9 @@ impl<B: Kernels> BertSelfAttention<B> {
         // attention, which first makes q, k and v contiguous.
         let scale = 1.0 / ((h / nh) as f64).sqrt();
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        let probs: Tensor<B, 4> =
-            Tensor::from_primitive(TensorPrimitive::Float(B::softmax_with_bias(
-                scores.into_primitive().tensor(),
-                mask.bias.clone().into_primitive().tensor(),
-            )));
+        let probs = kernels::softmax_with_bias(scores, mask.bias.clone());
         let context = self.dropout.forward(probs, seed).matmul(v);
-        Tensor::from_primitive(TensorPrimitive::Float(B::merge_heads(
-            context.into_primitive().tensor(),
-        )))
+        kernels::merge_heads(context)
     }
 }
 
@@ -204,42 +179,7 @@ pub struct BertAttention<B: Backend> {
 #[derive(Module, Debug)]
 pub struct BertIntermediate<B: Backend> {
     pub dense: Linear<B>,
-    pub act: ActivationKind,
-}
-
-/// `hidden_act` as a module-friendly value.
-#[derive(Debug, Clone, Copy)]
-pub enum ActivationKind {
-    Gelu,
-    GeluTanh,
-    Relu,
-}
-
-impl From<Activation> for ActivationKind {
-    fn from(a: Activation) -> Self {
-        match a {
-            Activation::Gelu => ActivationKind::Gelu,
-            Activation::GeluTanh => ActivationKind::GeluTanh,
-            Activation::Relu => ActivationKind::Relu,
-        }
-    }
-}
-
-impl ActivationKind {
-    pub fn apply<B: Kernels, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
-            ActivationKind::Gelu => Tensor::from_primitive(TensorPrimitive::Float(B::gelu_exact(
-                x.into_primitive().tensor(),
-            ))),
-            ActivationKind::Relu => relu(x),
-            ActivationKind::GeluTanh => {
-                // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-                let inner = (x.clone() + x.clone().powf_scalar(3.0).mul_scalar(0.044715))
-                    .mul_scalar((2.0f64 / std::f64::consts::PI).sqrt());
-                x.clone().mul_scalar(0.5) * (tanh(inner) + 1.0)
-            }
-        }
-    }
+    pub act: Activation,
 }
 
 #[derive(Module, Debug)]
@@ -299,7 +239,7 @@ pub struct BertModel<B: Backend> {
 #[derive(Module, Debug)]
 pub struct BertPredictionHeadTransform<B: Backend> {
     pub dense: Linear<B>,
-    pub act: ActivationKind,
+    pub act: Activation,
     pub layer_norm: LayerNorm<B>,
 }
 
@@ -462,14 +402,13 @@ impl<B: Backend> BertForMaskedLM<B> {
 
     /// Word-embedding rows of `ids` on the host, `[ids.len(), hidden]` (e.g. to initialise
     /// prompt vectors from the `[unusedK]` rows).
-    pub fn token_embeddings(&self, ids: &[u32]) -> super::tensors::RawTensor {
+    pub fn token_embeddings(&self, ids: &[u32]) -> RawTensor {
         let weight = self.bert.embeddings.word_embeddings.weight.val();
         let idx = Tensor::<B, 1, Int>::from_data(
             burn::tensor::TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
             &weight.device(),
         );
-        let (shape, data) = to_host(weight.select(0, idx));
-        super::tensors::RawTensor::new(shape, data)
+        to_host(weight.select(0, idx))
     }
 
     /// The shape deep prompts need from this backbone.
@@ -488,194 +427,5 @@ impl<B: Backend> BertForMaskedLM<B> {
 
     pub fn max_positions(&self) -> usize {
         self.bert.embeddings.position_embeddings.weight.dims()[0]
-    }
-
-    /// Builds the model from checkpoint tensors (keys already canonical, see [`Weights`]).
-    pub fn from_weights(config: &BertConfig, w: &mut Weights, device: &B::Device) -> Self {
-        let (h, v, eps) = (config.hidden_size, config.vocab_size, config.layer_norm_eps);
-        // Dropout sites: 0 for the embeddings, then three per layer.
-        let hidden_dropout = |site: u64| SeededDropout::new(config.hidden_dropout_prob, site);
-        let act = ActivationKind::from(config.hidden_act);
-        let embeddings = BertEmbeddings {
-            word_embeddings: w.embedding("bert.embeddings.word_embeddings.weight", v, h, device),
-            position_embeddings: w.embedding(
-                "bert.embeddings.position_embeddings.weight",
-                config.max_position_embeddings,
-                h,
-                device,
-            ),
-            token_type_embeddings: w.embedding(
-                "bert.embeddings.token_type_embeddings.weight",
-                config.type_vocab_size,
-                h,
-                device,
-            ),
-            layer_norm: w.layer_norm("bert.embeddings.LayerNorm", h, eps, device),
-            dropout: hidden_dropout(0),
-        };
-        let layer = (0..config.num_hidden_layers)
-            .map(|i| {
-                let p = format!("bert.encoder.layer.{i}");
-                BertLayer {
-                    attention: BertAttention {
-                        self_attention: BertSelfAttention {
-                            query: w.linear(&format!("{p}.attention.self.query"), h, h, device),
-                            key: w.linear(&format!("{p}.attention.self.key"), h, h, device),
-                            value: w.linear(&format!("{p}.attention.self.value"), h, h, device),
-                            dropout: SeededDropout::new(
-                                config.attention_probs_dropout_prob,
-                                1 + 3 * i as u64,
-                            ),
-                            num_heads: config.num_attention_heads,
-                        },
-                        output: BertResidualOutput {
-                            dense: w.linear(&format!("{p}.attention.output.dense"), h, h, device),
-                            layer_norm: w.layer_norm(
-                                &format!("{p}.attention.output.LayerNorm"),
-                                h,
-                                eps,
-                                device,
-                            ),
-                            dropout: hidden_dropout(2 + 3 * i as u64),
-                        },
-                    },
-                    intermediate: BertIntermediate {
-                        dense: w.linear(
-                            &format!("{p}.intermediate.dense"),
-                            h,
-                            config.intermediate_size,
-                            device,
-                        ),
-                        act,
-                    },
-                    output: BertResidualOutput {
-                        dense: w.linear(
-                            &format!("{p}.output.dense"),
-                            config.intermediate_size,
-                            h,
-                            device,
-                        ),
-                        layer_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps, device),
-                        dropout: hidden_dropout(3 + 3 * i as u64),
-                    },
-                }
-            })
-            .collect();
-        let transform = BertPredictionHeadTransform {
-            dense: w.linear("cls.predictions.transform.dense", h, h, device),
-            act,
-            layer_norm: w.layer_norm("cls.predictions.transform.LayerNorm", h, eps, device),
-        };
-        // The decoder is normally tied (and then omitted from safetensors); keep a separate
-        // matrix only when the checkpoint carries one that differs from the embeddings.
-        let word = to_host(embeddings.word_embeddings.weight.val()).1;
-        let decoder = w
-            .take_optional("cls.predictions.decoder.weight", &[v, h])
-            .filter(|d| *d != word)
-            .map(|d| {
-                super::weights::new_param("cls.predictions.decoder.weight", d, [v, h], device)
-            });
-        let decoder_bias = w.take_optional("cls.predictions.decoder.bias", &[v]);
-        let bias = match decoder_bias {
-            Some(d) if !w.contains("cls.predictions.bias") => {
-                super::weights::new_param("cls.predictions.bias", d, [v], device)
-            }
-            _ => w.param("cls.predictions.bias", [v], device),
-        };
-        BertForMaskedLM {
-            bert: BertModel {
-                embeddings,
-                encoder: BertEncoder { layer },
-            },
-            cls: BertOnlyMLMHead {
-                predictions: BertLMPredictionHead {
-                    transform,
-                    decoder,
-                    bias,
-                },
-            },
-        }
-    }
-
-    /// The weights under their Hugging Face names and layouts (tied decoder omitted), ready
-    /// to be written as a `model.safetensors` that transformers loads.
-    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut out = Vec::new();
-        let mut put = |k: String, t: (Vec<usize>, Vec<f32>)| out.push((k, t.0, t.1));
-        fn linear<B: Backend>(l: &Linear<B>) -> [(Vec<usize>, Vec<f32>); 2] {
-            let (s, d) = to_host(l.weight.val());
-            let w = (vec![s[1], s[0]], transpose(&d, s[0], s[1]));
-            let b = to_host(l.bias.as_ref().expect("BERT linears have a bias").val());
-            [w, b]
-        }
-        let lin =
-            |p: String, l: &Linear<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
-                let [w, b] = linear(l);
-                put(format!("{p}.weight"), w);
-                put(format!("{p}.bias"), b);
-            };
-        let ln =
-            |p: String, l: &LayerNorm<B>, put: &mut dyn FnMut(String, (Vec<usize>, Vec<f32>))| {
-                put(format!("{p}.weight"), to_host(l.weight.val()));
-                put(format!("{p}.bias"), to_host(l.bias.val()));
-            };
-        let e = &self.bert.embeddings;
-        put(
-            "bert.embeddings.word_embeddings.weight".into(),
-            to_host(e.word_embeddings.weight.val()),
-        );
-        put(
-            "bert.embeddings.position_embeddings.weight".into(),
-            to_host(e.position_embeddings.weight.val()),
-        );
-        put(
-            "bert.embeddings.token_type_embeddings.weight".into(),
-            to_host(e.token_type_embeddings.weight.val()),
-        );
-        ln("bert.embeddings.LayerNorm".into(), &e.layer_norm, &mut put);
-        for (i, layer) in self.bert.encoder.layer.iter().enumerate() {
-            let p = format!("bert.encoder.layer.{i}");
-            let sa = &layer.attention.self_attention;
-            lin(format!("{p}.attention.self.query"), &sa.query, &mut put);
-            lin(format!("{p}.attention.self.key"), &sa.key, &mut put);
-            lin(format!("{p}.attention.self.value"), &sa.value, &mut put);
-            lin(
-                format!("{p}.attention.output.dense"),
-                &layer.attention.output.dense,
-                &mut put,
-            );
-            ln(
-                format!("{p}.attention.output.LayerNorm"),
-                &layer.attention.output.layer_norm,
-                &mut put,
-            );
-            lin(
-                format!("{p}.intermediate.dense"),
-                &layer.intermediate.dense,
-                &mut put,
-            );
-            lin(format!("{p}.output.dense"), &layer.output.dense, &mut put);
-            ln(
-                format!("{p}.output.LayerNorm"),
-                &layer.output.layer_norm,
-                &mut put,
-            );
-        }
-        let pr = &self.cls.predictions;
-        lin(
-            "cls.predictions.transform.dense".into(),
-            &pr.transform.dense,
-            &mut put,
-        );
-        ln(
-            "cls.predictions.transform.LayerNorm".into(),
-            &pr.transform.layer_norm,
-            &mut put,
-        );
-        if let Some(d) = &pr.decoder {
-            put("cls.predictions.decoder.weight".into(), to_host(d.val()));
-        }
-        put("cls.predictions.bias".into(), to_host(pr.bias.val()));
-        out
     }
 }

@@ -1,5 +1,6 @@
 //! Hands checkpoint tensors to the model builders by their Hugging Face key, checking shapes,
-//! and reports every missing, mis-shaped or unexpected key by name.
+//! and reports every missing, mis-shaped or unexpected key by name; [`Io`] walks a model's
+//! keys once for both directions, loading and saving.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -8,8 +9,7 @@ use burn::module::{Param, ParamId};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use super::bert::LayerNorm;
-use super::tensors::{RawTensor, SourceDType, TensorMap};
+use super::host::{RawTensor, SourceDType, TensorMap, to_host, transpose};
 use crate::error::{Error, Result};
 
 /// Keys that a BERT checkpoint may carry but a masked LM does not use.
@@ -73,10 +73,6 @@ impl Weights {
         })
     }
 
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-
     pub fn contains(&self, key: &str) -> bool {
         self.tensors.contains_key(key)
     }
@@ -105,7 +101,8 @@ impl Weights {
     }
 
     /// Removes and returns a tensor; a missing or mis-shaped one is recorded and zeros are
-    /// returned so that loading can go on and report every problem at once in [`finish`].
+    /// returned so that loading can go on and report every problem at once in
+    /// [`finish`](Self::finish).
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
         if !self.tensors.contains_key(key) {
             self.missing.push(key.to_string());
@@ -141,48 +138,6 @@ impl Weights {
         let data = self.take(key, &shape);
         new_param(key, data, shape, device)
     }
-
-    /// A `Linear` from a PyTorch `[out, in]` weight (burn keeps `[in, out]`).
-    pub fn linear<B: Backend>(
-        &mut self,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        device: &B::Device,
-    ) -> Linear<B> {
-        let key = format!("{prefix}.weight");
-        let w = transpose(&self.take(&key, &[d_out, d_in]), d_out, d_in);
-        Linear {
-            weight: new_param(&key, w, [d_in, d_out], device),
-            bias: Some(self.param(&format!("{prefix}.bias"), [d_out], device)),
-        }
-    }
-
-    pub fn layer_norm<B: Backend>(
-        &mut self,
-        prefix: &str,
-        d: usize,
-        eps: f64,
-        device: &B::Device,
-    ) -> LayerNorm<B> {
-        LayerNorm {
-            weight: self.param(&format!("{prefix}.weight"), [d], device),
-            bias: self.param(&format!("{prefix}.bias"), [d], device),
-            eps,
-        }
-    }
-
-    pub fn embedding<B: Backend>(
-        &mut self,
-        key: &str,
-        n: usize,
-        d: usize,
-        device: &B::Device,
-    ) -> Embedding<B> {
-        Embedding {
-            weight: self.param(key, [n, d], device),
-        }
-    }
 }
 
 /// A trainable parameter whose id is derived from its weight name.
@@ -196,25 +151,81 @@ pub fn new_param<B: Backend, const D: usize>(
     Param::initialized(param_id(key), t.require_grad())
 }
 
-pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
+/// One direction of the mapping between a model and its Hugging Face tensors. A model's
+/// `io` functions take one and name each key once: loading builds the model from
+/// [`Weights`], saving appends its tensors (in PyTorch layouts, in the order the keys are
+/// visited) and hands back clones of what it was given.
+pub enum Io<'a, B: Backend> {
+    Load {
+        weights: &'a mut Weights,
+        device: &'a B::Device,
+    },
+    Save(&'a mut Vec<(String, RawTensor)>),
 }
 
-/// Reads a float tensor back to host memory as `(shape, data)`.
-pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("float tensor to f32");
-    (shape, data)
+impl<B: Backend> Io<'_, B> {
+    /// A parameter at `key` of `shape` (loading), or `cur`'s tensor saved at `key`.
+    pub fn param<const D: usize>(
+        &mut self,
+        key: &str,
+        cur: Option<&Param<Tensor<B, D>>>,
+        shape: [usize; D],
+    ) -> Param<Tensor<B, D>> {
+        match self {
+            Io::Load { weights, device } => weights.param(key, shape, *device),
+            Io::Save(out) => {
+                let p = saved(cur, key);
+                out.push((key.to_string(), to_host(p.val())));
+                p.clone()
+            }
+        }
+    }
+
+    /// A `Linear` at `{prefix}.weight` / `.bias`, its weight in PyTorch's `[out, in]` on disk
+    /// (burn keeps `[in, out]`).
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        cur: Option<&Linear<B>>,
+        d_in: usize,
+        d_out: usize,
+    ) -> Linear<B> {
+        let key = format!("{prefix}.weight");
+        let weight = match self {
+            Io::Load { weights, device } => {
+                let w = transpose(&weights.take(&key, &[d_out, d_in]), d_out, d_in);
+                new_param(&key, w, [d_in, d_out], *device)
+            }
+            Io::Save(out) => {
+                let w = &saved(cur, &key).weight;
+                out.push((key, to_host(w.val()).transposed()));
+                w.clone()
+            }
+        };
+        let bias = cur.map(|l| l.bias.as_ref().expect("the linears here have a bias"));
+        Linear {
+            weight,
+            bias: Some(self.param(&format!("{prefix}.bias"), bias, [d_out])),
+        }
+    }
+
+    /// An `Embedding` whose table `[n, d]` is at `key`.
+    pub fn embedding(
+        &mut self,
+        key: &str,
+        cur: Option<&Embedding<B>>,
+        n: usize,
+        d: usize,
+    ) -> Embedding<B> {
+        Embedding {
+            weight: self.param(key, cur.map(|e| &e.weight), [n, d]),
+        }
+    }
+}
+
+/// What a save walks: the model it was given.
+fn saved<'t, T>(cur: Option<&'t T>, key: &str) -> &'t T {
+    cur.unwrap_or_else(|| panic!("saving \"{key}\" needs the model to save"))
 }
 
 #[cfg(test)]
@@ -236,13 +247,5 @@ mod tests {
             "cls.predictions.bias"
         );
         assert!(ignorable("bert.pooler.dense.weight"));
-    }
-
-    #[test]
-    fn transpose_swaps_axes() {
-        assert_eq!(
-            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
-            vec![1., 4., 2., 5., 3., 6.]
-        );
     }
 }

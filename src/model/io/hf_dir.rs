@@ -6,10 +6,10 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::bert::BertForMaskedLM;
-use super::config::BertConfig;
 use super::tensors::{StorageDType, safetensors_bytes_as};
 use crate::error::{Error, Result, read_file, write_atomic};
+use crate::model::bert::BertForMaskedLM;
+use crate::model::config::BertConfig;
 
 /// Where and how to write a model directory.
 #[derive(Debug, Clone)]
@@ -57,8 +57,8 @@ pub fn save_model_dir<B: Backend>(
         };
         let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
         let mut size = 0usize;
-        for (i, (_, s, _)) in tensors.iter().enumerate() {
-            let bytes = s.iter().product::<usize>() * width;
+        for (i, (_, t)) in tensors.iter().enumerate() {
+            let bytes = t.shape.iter().product::<usize>() * width;
             if let Some(max) = opts.max_shard_bytes
                 && size > 0
                 && size + bytes > max
@@ -76,8 +76,8 @@ pub fn save_model_dir<B: Backend>(
         let bytes_of = |idx: &[usize]| {
             safetensors_bytes_as(
                 idx.iter().map(|&i| {
-                    let (k, s, d) = &tensors[i];
-                    (k.clone(), &s[..], &d[..])
+                    let (k, t) = &tensors[i];
+                    (k.clone(), &t.shape[..], &t.data[..])
                 }),
                 opts.dtype,
                 meta.clone(),
@@ -92,8 +92,8 @@ pub fn save_model_dir<B: Backend>(
             for (k, idx) in shards.iter().enumerate() {
                 let file = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
                 for &i in idx {
-                    let (key, s, _) = &tensors[i];
-                    total += s.iter().product::<usize>() * width;
+                    let (key, t) = &tensors[i];
+                    total += t.shape.iter().product::<usize>() * width;
                     weight_map.insert(key.clone(), file.clone().into());
                 }
                 write_atomic(&tmp.join(&file), &bytes_of(idx))?;
@@ -171,11 +171,12 @@ mod tests {
             }
             let back = dir.load::<Cpu>(&Default::default()).unwrap().hf_tensors();
             assert_eq!(back.len(), orig.len());
-            for ((k, s, d), (k2, s2, d2)) in orig.iter().zip(&back) {
-                assert_eq!((k, s), (k2, s2));
-                let diff = d
+            for ((k, t), (k2, t2)) in orig.iter().zip(&back) {
+                assert_eq!((k, &t.shape), (k2, &t2.shape));
+                let diff = t
+                    .data
                     .iter()
-                    .zip(d2)
+                    .zip(&t2.data)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
                 assert!(diff <= tol, "{name} {k}: {diff}");

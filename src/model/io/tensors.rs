@@ -1,88 +1,13 @@
-//! Reading checkpoint files into plain `f32` tensors, without any framework types:
-//! `model.safetensors` through the `safetensors` crate, `pytorch_model.bin` through the
-//! restricted unpickler in [`super::pickle`].
+//! Reading and writing checkpoint files as plain `f32` host tensors, without any framework
+//! types: `model.safetensors` (single or sharded) through the `safetensors` crate,
+//! `pytorch_model.bin` through the restricted unpickler in [`super::pickle`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::host::decode_le;
+pub use super::host::{RawTensor, SourceDType, TensorMap};
+use super::pickle::read_torch_zip;
 use crate::error::{Error, Result, read_file};
-
-/// Element type a tensor had on disk (it is always held as `f32` here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceDType {
-    F32,
-    F16,
-    BF16,
-    F64,
-    /// Integer buffers such as `position_ids`: kept so they can be recognised and ignored.
-    Int,
-}
-
-impl SourceDType {
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceDType::F32 => "float32",
-            SourceDType::F16 => "float16",
-            SourceDType::BF16 => "bfloat16",
-            SourceDType::F64 => "float64",
-            SourceDType::Int => "int",
-        }
-    }
-}
-
-/// A dense row-major tensor converted to `f32`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-    pub dtype: SourceDType,
-}
-
-impl RawTensor {
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        RawTensor {
-            shape,
-            data,
-            dtype: SourceDType::F32,
-        }
-    }
-}
-
-/// Tensors of one checkpoint file, by their key in the file.
-pub type TensorMap = BTreeMap<String, RawTensor>;
-
-/// Converts little-endian element bytes of `dtype` to `f32`.
-pub(crate) fn decode_le(bytes: &[u8], dtype: SourceDType, int_width: usize) -> Vec<f32> {
-    match dtype {
-        SourceDType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        SourceDType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        SourceDType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        SourceDType::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        SourceDType::Int => bytes
-            .chunks_exact(int_width)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b[..int_width].copy_from_slice(c);
-                // sign-extend
-                let shift = 64 - 8 * int_width as u32;
-                ((i64::from_le_bytes(b) << shift) >> shift) as f32
-            })
-            .collect(),
-    }
-}
 
 /// Reads every tensor of a `.safetensors` file.
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
@@ -168,7 +93,7 @@ pub fn read_weight_file(path: &Path, format: &WeightFormat) -> Result<TensorMap>
     match format {
         WeightFormat::Safetensors => read_safetensors(path),
         WeightFormat::SafetensorsSharded => read_sharded(path),
-        WeightFormat::PyTorchPickle => super::pickle::read_torch_zip(path),
+        WeightFormat::PyTorchPickle => read_torch_zip(path),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::tensors::{RawTensor, SourceDType, TensorMap, decode_le};
+use super::host::{RawTensor, SourceDType, TensorMap, decode_le};
 use crate::error::{Error, Result};
 
 /// Globals a state-dict pickle may name.
@@ -445,7 +445,7 @@ pub fn read_torch_zip(path: &Path) -> Result<TensorMap> {
     read_torch_zip_from(file).map_err(|msg| Error::file(path, msg))
 }
 
-pub(crate) fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResult<TensorMap> {
+fn read_torch_zip_from<R: Read + std::io::Seek>(reader: R) -> VmResult<TensorMap> {
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
         format!(
             "not a PyTorch zip checkpoint ({e}); legacy non-zip torch.save files are not supported"

@@ -1,0 +1,312 @@
+//! The CPU kernels against burn's ops and against the reference versions (the ones GPUs run),
+//! values and gradients.
+
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
+
+use super::*;
+use crate::{Cpu, CpuTrain};
+
+fn max_diff<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+fn p<const D: usize>(t: Tensor<Cpu, D>) -> FloatTensor<Cpu> {
+    t.into_primitive().tensor()
+}
+
+fn t<const D: usize>(x: FloatTensor<Cpu>) -> Tensor<Cpu, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+#[test]
+fn kernels_match_burn_ops() {
+    let dev = Default::default();
+    let x = Tensor::<Cpu, 3>::random([3, 17, 40], Distribution::Normal(0.0, 3.0), &dev);
+    // absolute error of x·Φ(x) grows with |x|: compare relative to max(1, |x|)
+    let err = (gelu_exact(x.clone()) - gelu(x.clone())).abs() / x.clone().abs().clamp_min(1.0);
+    assert!(err.max().into_scalar() < 5e-7);
+    for (x, want) in [
+        (0.0f32, 0.0f32),
+        (1.0, 0.841_344_7),
+        (-1.0, -0.158_655_26),
+        (3.0, 2.995_950_4),
+        (-3.0, -0.004_049_6),
+    ] {
+        let x1 = Tensor::<Cpu, 1>::from_floats([x], &dev);
+        let got: f32 = gelu_exact(x1).into_scalar();
+        assert!((got - want).abs() < 1e-6, "gelu({x}) = {got}, want {want}");
+    }
+    let scores = Tensor::<Cpu, 4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 4.0), &dev);
+    let bias = Tensor::<Cpu, 4>::from_data(
+        [
+            [[[
+                0.0f32,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+            ]]],
+            [[[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]],
+        ],
+        &dev,
+    );
+    let fused = softmax_with_bias(scores.clone(), bias.clone());
+    assert!(max_diff(fused, softmax(scores + bias, 3)) < 1e-6);
+    let heads = Tensor::<Cpu, 4>::random([2, 3, 5, 4], Distribution::Default, &dev);
+    let merged = merge_heads(heads.clone());
+    assert_eq!(
+        max_diff(merged, heads.swap_dims(1, 2).reshape([2, 5, 12])),
+        0.0
+    );
+}
+
+/// One bias row for the whole batch (`[1, 1, 1, n]`, as a batch of equal-length rows gets)
+/// gives the same as that row repeated for every example (`[b, 1, 1, n]`), in the CPU kernel
+/// and in the reference, and both agree with burn's softmax of the broadcast sum.
+#[test]
+fn softmax_bias_broadcasts_over_the_batch() {
+    let dev = Default::default();
+    let scores = Tensor::<Cpu, 4>::random([3, 2, 4, 6], Distribution::Normal(0.0, 4.0), &dev);
+    let row = [0.0f32, -1.5, f32::NEG_INFINITY, 0.25, -10000.0, 0.0];
+    let shared = Tensor::<Cpu, 4>::from_data(TensorData::new(row.to_vec(), [1, 1, 1, 6]), &dev);
+    let per_row = Tensor::<Cpu, 4>::from_data(TensorData::new(row.repeat(3), [3, 1, 1, 6]), &dev);
+    let want = softmax(scores.clone() + shared.clone(), 3);
+    for bias in [shared, per_row] {
+        let cpu = softmax_with_bias(scores.clone(), bias.clone());
+        let reference = t::<4>(reference::softmax_with_bias::<Cpu>(
+            p(scores.clone()),
+            p(bias),
+        ));
+        assert!(max_diff(cpu.clone(), want.clone()) < 1e-6);
+        assert!(max_diff(reference, want.clone()) < 1e-6);
+    }
+    let a = softmax_with_bias(
+        scores.clone(),
+        Tensor::from_data(TensorData::new(row.to_vec(), [1, 1, 1, 6]), &dev),
+    );
+    let b = softmax_with_bias(
+        scores,
+        Tensor::from_data(TensorData::new(row.repeat(3), [3, 1, 1, 6]), &dev),
+    );
+    assert_eq!(max_diff(a, b), 0.0, "shared and per-row bias differ");
+}
+
+#[test]
+fn gradients_match_burn_ops() {
+    let dev = Default::default();
+    let x0 = Tensor::<Cpu, 2>::random([4, 33], Distribution::Normal(0.0, 2.0), &dev);
+    let w = Tensor::<CpuTrain, 2>::random([4, 33], Distribution::Default, &dev);
+    let grad_of = |fused: bool| {
+        let x = Tensor::<CpuTrain, 2>::from_inner(x0.clone()).require_grad();
+        let y = if fused {
+            gelu_exact(x.clone())
+        } else {
+            gelu(x.clone())
+        };
+        let g = (y * w.clone()).sum().backward();
+        x.grad(&g).unwrap()
+    };
+    assert!(max_diff(grad_of(true), grad_of(false)) < 2e-6);
+
+    let s0 = Tensor::<Cpu, 4>::random([2, 2, 3, 6], Distribution::Normal(0.0, 2.0), &dev);
+    let ws = Tensor::<CpuTrain, 4>::random([2, 2, 3, 6], Distribution::Default, &dev);
+    let zeros = Tensor::<CpuTrain, 4>::zeros([2, 1, 1, 6], &dev);
+    let grad_of = |fused: bool| {
+        let s = Tensor::<CpuTrain, 4>::from_inner(s0.clone()).require_grad();
+        let y = if fused {
+            softmax_with_bias(s.clone(), zeros.clone())
+        } else {
+            softmax(s.clone(), 3)
+        };
+        let g = (y * ws.clone()).sum().backward();
+        s.grad(&g).unwrap()
+    };
+    assert!(max_diff(grad_of(true), grad_of(false)) < 1e-6);
+
+    // layer norm: gradients for the input, the weight and the bias
+    let x0 = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Normal(1.0, 2.0), &dev);
+    let w0 = Tensor::<Cpu, 1>::random([40], Distribution::Normal(1.0, 0.5), &dev);
+    let b0 = Tensor::<Cpu, 1>::random([40], Distribution::Default, &dev);
+    let wy = Tensor::<CpuTrain, 3>::random([3, 7, 40], Distribution::Default, &dev);
+    let grads_of = |fused: bool| {
+        let x = Tensor::<CpuTrain, 3>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<CpuTrain, 1>::from_inner(w0.clone()).require_grad();
+        let b = Tensor::<CpuTrain, 1>::from_inner(b0.clone()).require_grad();
+        let y = if fused {
+            layer_norm(x.clone(), w.clone(), b.clone(), 1e-12)
+        } else {
+            let mean = x.clone().mean_dim(2);
+            let xc = x.clone() - mean;
+            let var = (xc.clone() * xc.clone()).mean_dim(2);
+            xc / (var + 1e-12).sqrt() * w.clone().reshape([1, 1, 40])
+                + b.clone().reshape([1, 1, 40])
+        };
+        let g = (y * wy.clone()).sum().backward();
+        (
+            x.grad(&g).unwrap(),
+            w.grad(&g).unwrap(),
+            b.grad(&g).unwrap(),
+        )
+    };
+    let (fx, fw, fb) = grads_of(true);
+    let (rx, rw, rb) = grads_of(false);
+    assert!(max_diff(fx, rx) < 1e-5);
+    assert!(max_diff(fw, rw) < 1e-4);
+    assert!(max_diff(fb, rb) < 1e-5);
+
+    let h0 = Tensor::<Cpu, 4>::random([2, 3, 5, 4], Distribution::Default, &dev);
+    let wm = Tensor::<CpuTrain, 3>::random([2, 5, 12], Distribution::Default, &dev);
+    let h = Tensor::<CpuTrain, 4>::from_inner(h0).require_grad();
+    let g = (merge_heads(h.clone()) * wm.clone()).sum().backward();
+    let want = wm.inner().reshape([2, 5, 3, 4]).swap_dims(1, 2);
+    assert_eq!(max_diff(h.grad(&g).unwrap(), want), 0.0);
+}
+
+/// The reference versions are the only kernels GPU backends run (forward and backward):
+/// each against the CPU kernel on the same inputs, the forward pass and, where the kernel
+/// has one, the backward pass.
+#[test]
+fn composed_fallbacks_match_cpu_kernels() {
+    let dev = Default::default();
+
+    // GELU: values, and the gradient from the saved input
+    let x = Tensor::<Cpu, 3>::random([3, 11, 40], Distribution::Normal(0.0, 3.0), &dev);
+    let g = Tensor::<Cpu, 3>::random([3, 11, 40], Distribution::Default, &dev);
+    let scale = x.clone().abs().clamp_min(1.0);
+    let y_ref = t::<3>(reference::gelu_exact::<Cpu>(p(x.clone())));
+    let y = t::<3>(Cpu::gelu_exact(p(x.clone())));
+    assert!(((y - y_ref).abs() / scale).max().into_scalar() < 5e-7);
+    let d_ref = t::<3>(reference::gelu_exact_backward::<Cpu>(
+        p(x.clone()),
+        p(g.clone()),
+    ));
+    let d = t::<3>(Cpu::gelu_exact_backward(p(x), p(g)));
+    assert!(max_diff(d, d_ref) < 2e-6);
+
+    // softmax with a padding bias: values, and the gradient from the saved output
+    let scores = Tensor::<Cpu, 4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 4.0), &dev);
+    let mut bias = vec![0.0f32; 14];
+    bias[2] = f32::NEG_INFINITY;
+    bias[13] = -10000.0;
+    let bias = Tensor::<Cpu, 4>::from_data(TensorData::new(bias, [2, 1, 1, 7]), &dev);
+    let y_ref = t::<4>(reference::softmax_with_bias::<Cpu>(
+        p(scores.clone()),
+        p(bias.clone()),
+    ));
+    let y = t::<4>(Cpu::softmax_with_bias(p(scores), p(bias)));
+    assert!(max_diff(y.clone(), y_ref) < 1e-6);
+    let g = Tensor::<Cpu, 4>::random([2, 3, 5, 7], Distribution::Default, &dev);
+    let d_ref = t::<4>(reference::softmax_backward::<Cpu>(
+        p(y.clone()),
+        p(g.clone()),
+    ));
+    let d = t::<4>(Cpu::softmax_backward(p(y), p(g)));
+    assert!(max_diff(d, d_ref) < 1e-6);
+
+    // layer norm: values, and the gradients for the input, the weight and the bias
+    let x = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Normal(1.0, 2.0), &dev);
+    let w = Tensor::<Cpu, 1>::random([40], Distribution::Normal(1.0, 0.5), &dev);
+    let b = Tensor::<Cpu, 1>::random([40], Distribution::Default, &dev);
+    let dy = Tensor::<Cpu, 3>::random([3, 7, 40], Distribution::Default, &dev);
+    let y_ref = t::<3>(reference::layer_norm::<Cpu>(
+        p(x.clone()),
+        p(w.clone()),
+        p(b.clone()),
+        1e-12,
+    ));
+    let y = t::<3>(Cpu::layer_norm_fused(
+        p(x.clone()),
+        p(w.clone()),
+        p(b),
+        1e-12,
+    ));
+    assert!(max_diff(y, y_ref) < 1e-5);
+    let (rx, rw, rb) =
+        reference::layer_norm_backward::<Cpu>(p(x.clone()), p(w.clone()), p(dy.clone()), 1e-12);
+    let (fx, fw, fb) = Cpu::layer_norm_fused_backward(p(x), p(w), p(dy), 1e-12);
+    assert!(max_diff(t::<3>(fx), t::<3>(rx)) < 1e-5);
+    assert!(max_diff(t::<1>(fw), t::<1>(rw)) < 1e-4);
+    assert!(max_diff(t::<1>(fb), t::<1>(rb)) < 1e-5);
+
+    // Adam(W): the new parameter and moments
+    for decoupled in [false, true] {
+        let h = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled,
+            step: 3,
+        };
+        let r = |i: u64| {
+            Tensor::<Cpu, 1>::random([1000], Distribution::Normal(0.0, 1.0 + i as f64), &dev)
+        };
+        let (w, g, m) = (r(0), r(1), r(2));
+        let v = r(3).abs();
+        let (rp, rm, rv) =
+            reference::adam_step::<Cpu>(p(w.clone()), p(g.clone()), p(m.clone()), p(v.clone()), &h);
+        let (fp, fm, fv) = Cpu::adam_step(p(w), p(g), p(m), p(v), &h);
+        assert!(
+            max_diff(t::<1>(fp), t::<1>(rp)) < 1e-6,
+            "adam decoupled {decoupled}"
+        );
+        assert!(max_diff(t::<1>(fm), t::<1>(rm)) < 1e-6);
+        assert!(max_diff(t::<1>(fv), t::<1>(rv)) < 1e-5);
+    }
+
+    // dropout: the same mask (its backward pass is the same call on the gradient)
+    let x = Tensor::<Cpu, 3>::random([4, 9, 33], Distribution::Default, &dev);
+    let d_ref = t::<3>(reference::dropout::<Cpu>(p(x.clone()), 0.1, 77));
+    let d = t::<3>(Cpu::dropout(p(x), 0.1, 77));
+    assert_eq!(max_diff(d, d_ref), 0.0, "dropout masks differ");
+
+    // merge heads: values, and the gradient through the autodiff backend against the
+    // reference backward
+    let heads = Tensor::<Cpu, 4>::random([2, 3, 5, 4], Distribution::Default, &dev);
+    let m_ref = t::<3>(reference::merge_heads::<Cpu>(p(heads.clone())));
+    let m = t::<3>(Cpu::merge_heads(p(heads.clone())));
+    assert_eq!(max_diff(m, m_ref), 0.0);
+    let g = Tensor::<Cpu, 3>::random([2, 5, 12], Distribution::Default, &dev);
+    let h = Tensor::<CpuTrain, 4>::from_inner(heads).require_grad();
+    let grads = (merge_heads(h.clone()) * Tensor::from_inner(g.clone()))
+        .sum()
+        .backward();
+    let want = t::<4>(reference::merge_heads_backward::<Cpu>(p(g), [2, 3, 5, 4]));
+    assert_eq!(max_diff(h.grad(&grads).unwrap(), want), 0.0);
+}
+
+/// Tensors the CPU Adam kernel does not handle (mismatched shapes) go to the reference
+/// version instead of failing.
+#[test]
+fn adam_with_mismatched_shapes_falls_back() {
+    let dev = Default::default();
+    let h = AdamStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: true,
+        step: 1,
+    };
+    let param = Tensor::<Cpu, 2>::ones([2, 3], &dev);
+    let grad = Tensor::<Cpu, 2>::ones([1, 3], &dev); // broadcast by the composed ops
+    let zeros = Tensor::<Cpu, 2>::zeros([2, 3], &dev);
+    let (p1, m1, _) = adam_step(param, grad, zeros.clone(), zeros, &h);
+    assert_eq!(p1.dims(), [2, 3]);
+    let want = 1.0 - 1e-2;
+    let got = p1.into_data().to_vec::<f32>().unwrap();
+    assert!(got.iter().all(|x| (x - want).abs() < 1e-5), "{got:?}");
+    assert!(
+        m1.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|x| (x - 0.1).abs() < 1e-6)
+    );
+}
