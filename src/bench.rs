@@ -54,8 +54,8 @@ pub fn scoring<B: crate::model::kernels::Kernels>(
     let what = match order {
         BatchOrder::FileOrder => {
             for chunk in examples.chunks(batch_size) {
-                let items: Vec<_> = chunk.iter().map(|e| (e, 0usize)).collect();
-                model.class_scores(&Batch::collate(&items, pad_id), word_ids, device);
+                let items: Vec<_> = chunk.iter().collect();
+                model.class_scores(&Batch::unlabelled(&items, pad_id), word_ids, device);
             }
             "forward, file-order batches"
         }

@@ -328,8 +328,8 @@ pub fn score_all<B: Kernels>(
     let scored: Vec<Vec<Vec<f32>>> = chunks
         .par_iter()
         .map(|chunk| {
-            let items: Vec<_> = chunk.iter().map(|&i| (&examples[i], 0usize)).collect();
-            model.class_scores(&Batch::collate(&items, pad_id), word_ids, device)
+            let items: Vec<_> = chunk.iter().map(|&i| &examples[i]).collect();
+            model.class_scores(&Batch::unlabelled(&items, pad_id), word_ids, device)
         })
         .collect();
     let mut scores = vec![Vec::new(); examples.len()];

@@ -3,9 +3,9 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use common::*;
 use serde_json::{Value, json};
@@ -106,26 +106,130 @@ fn predict_jsonl(adapter: &Path, input: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The two adapters every test below reads, made once per test process: a short P-tuning run
+/// (`pt`) and a zero-shot manual-template run (`zs`), each exported, with the data they ran on.
+struct Trained {
+    data: tempfile::TempDir,
+    /// The run directories `pt/` and `zs/` and the adapters.
+    dir: tempfile::TempDir,
+    pt: PathBuf,
+    zs: PathBuf,
+}
+
+static TRAINED: OnceLock<Trained> = OnceLock::new();
+
+/// Removes the shared runs and adapters when the test process exits (a static is never
+/// dropped).
+extern "C" fn remove_trained() {
+    if let Some(t) = TRAINED.get() {
+        let _ = fs::remove_dir_all(t.dir.path());
+        let _ = fs::remove_dir_all(t.data.path());
+    }
+}
+
+fn trained() -> &'static Trained {
+    TRAINED.get_or_init(|| {
+        let data = small_data();
+        let dir = tempfile::tempdir().unwrap();
+        let (pt, zs) = make_adapters(data.path(), dir.path());
+        // SAFETY: registers a plain function without arguments to run at exit
+        assert_eq!(unsafe { libc::atexit(remove_trained) }, 0);
+        Trained { data, dir, pt, zs }
+    })
+}
+
+impl Trained {
+    fn valid(&self) -> PathBuf {
+        self.data.path().join("valid.tsv")
+    }
+
+    /// The texts of valid.tsv, in order.
+    fn valid_texts(&self) -> Vec<String> {
+        fs::read_to_string(self.valid())
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// valid.tsv's texts as unlabelled .csv (quoted by the writer as needed) in a column
+    /// named `review`, after an `id` column.
+    fn unlabelled_csv(&self, dir: &Path) -> PathBuf {
+        let csv_path = dir.join("unlabelled.csv");
+        let mut w = csv::Writer::from_path(&csv_path).unwrap();
+        w.write_record(["id", "review"]).unwrap();
+        for (i, t) in self.valid_texts().iter().enumerate() {
+            w.write_record([i.to_string().as_str(), t.as_str()])
+                .unwrap();
+        }
+        w.flush().unwrap();
+        csv_path
+    }
+
+    /// `ptune serve` with both adapters (`sent` = pt, `manual` = zs) and small limits.
+    fn serve(&self) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptune"));
+        cmd.args([
+            "serve",
+            "--adapter",
+            &format!("sent={}", self.pt.display()),
+            "--adapter",
+            &format!("manual={}", self.zs.display()),
+            "--addr",
+            "127.0.0.1:0",
+            "--max-texts",
+            "16",
+            "--max-text-chars",
+            "300",
+            "--max-body-bytes",
+            "20000",
+        ]);
+        Server::spawn(cmd)
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx responses instead of failing on them.
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
+/// `POST /v1/classify` with `body`: the status and the JSON answer.
+fn classify(agent: &ureq::Agent, server: &Server, body: &str) -> (u16, Value) {
+    let mut r = agent
+        .post(&format!("http://{}/v1/classify", server.addr))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.body_mut().read_json::<Value>().unwrap(),
+    )
+}
+
 #[test]
-fn adapters_predict_like_their_runs_and_serve() {
-    let data = small_data();
-    let tmp = tempfile::tempdir().unwrap();
-    let (pt, zs) = make_adapters(data.path(), tmp.path());
+fn ptune_adapter_holds_little_more_than_its_prompt_vectors() {
     assert!(
-        fs::metadata(&pt).unwrap().len() < 12_000,
+        fs::metadata(&trained().pt).unwrap().len() < 12_000,
         "8 × 256 floats plus a small header"
     );
+}
 
-    // The adapter reproduces the run: accuracy of `predict` on valid.tsv equals the best
-    // epoch's valid accuracy (same batches: length-sorted, 64 rows).
-    let valid = data.path().join("valid.tsv");
-    let gold: Vec<String> = fs::read_to_string(&valid)
+#[test]
+fn adapters_predict_like_their_runs() {
+    // accuracy of `predict` on valid.tsv equals the best epoch's valid accuracy (same batches:
+    // length-sorted, 64 rows)
+    let t = trained();
+    let gold: Vec<String> = fs::read_to_string(t.valid())
         .unwrap()
         .lines()
         .map(|l| l.rsplit('\t').next().unwrap().to_string())
         .collect();
-    for (adapter, run) in [(&pt, "pt"), (&zs, "zs")] {
-        let preds = predict_jsonl(adapter, &valid);
+    for (adapter, run) in [(&t.pt, "pt"), (&t.zs, "zs")] {
+        let preds = predict_jsonl(adapter, &t.valid());
         assert_eq!(preds.len(), gold.len());
         let correct = preds
             .iter()
@@ -133,7 +237,7 @@ fn adapters_predict_like_their_runs_and_serve() {
             .filter(|(p, g)| p["label"] == **g)
             .count();
         let summary: Value =
-            serde_json::from_slice(&fs::read(tmp.path().join(run).join("summary.json")).unwrap())
+            serde_json::from_slice(&fs::read(t.dir.path().join(run).join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(
             correct as f64 / gold.len() as f64,
@@ -141,34 +245,25 @@ fn adapters_predict_like_their_runs_and_serve() {
             "{run}: adapter ≠ run"
         );
     }
+}
 
-    // The same texts as unlabelled .csv (quoted, a custom column) and .jsonl input: the same
-    // predictions as the TSV.
-    let texts: Vec<String> = fs::read_to_string(&valid)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('\t').next().unwrap().to_string())
-        .collect();
-    let csv_path = tmp.path().join("unlabelled.csv");
-    let mut w = csv::Writer::from_path(&csv_path).unwrap();
-    w.write_record(["id", "review"]).unwrap();
-    for (i, t) in texts.iter().enumerate() {
-        w.write_record([i.to_string().as_str(), t.as_str()])
-            .unwrap();
-    }
-    w.flush().unwrap();
-    drop(w);
+#[test]
+fn unlabelled_csv_and_jsonl_input_predict_like_tsv() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let csv_path = t.unlabelled_csv(tmp.path());
     let jsonl_path = tmp.path().join("unlabelled.jsonl");
-    let jsonl: String = texts
+    let jsonl: String = t
+        .valid_texts()
         .iter()
         .map(|t| format!("{}\n", serde_json::json!({ "sentence": t })))
         .collect();
     fs::write(&jsonl_path, jsonl).unwrap();
-    let from_tsv = predict_jsonl(&pt, &valid);
+    let from_tsv = predict_jsonl(&t.pt, &t.valid());
     let out = ok(ptune(&[
         "predict",
         "--adapter",
-        pt.to_str().unwrap(),
+        t.pt.to_str().unwrap(),
         "--input",
         csv_path.to_str().unwrap(),
         "--text-field",
@@ -183,11 +278,18 @@ fn adapters_predict_like_their_runs_and_serve() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(from_csv, from_tsv, "csv input");
-    assert_eq!(predict_jsonl(&pt, &jsonl_path), from_tsv, "jsonl input");
+    assert_eq!(predict_jsonl(&t.pt, &jsonl_path), from_tsv, "jsonl input");
+}
+
+#[test]
+fn csv_input_without_a_text_column_names_the_flag() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let csv_path = t.unlabelled_csv(tmp.path());
     let o = ptune(&[
         "predict",
         "--adapter",
-        pt.to_str().unwrap(),
+        t.pt.to_str().unwrap(),
         "--input",
         csv_path.to_str().unwrap(),
     ]);
@@ -198,13 +300,16 @@ fn adapters_predict_like_their_runs_and_serve() {
             "--text-field",
         ],
     );
+}
 
-    // stdin and TSV output give the same labels as a file and JSONL
+#[test]
+fn stdin_input_and_tsv_output_give_the_labels_of_a_file_and_jsonl() {
+    let t = trained();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ptune"))
         .args([
             "predict",
             "--adapter",
-            pt.to_str().unwrap(),
+            t.pt.to_str().unwrap(),
             "--input",
             "-",
             "--batch-size",
@@ -218,77 +323,40 @@ fn adapters_predict_like_their_runs_and_serve() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&fs::read(&valid).unwrap()).unwrap();
+        stdin.write_all(&fs::read(t.valid()).unwrap()).unwrap();
     }
     let tsv = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     let mut lines = tsv.lines();
     assert_eq!(lines.next(), Some("label\tp_0\tp_1\ttext"));
     let tsv_labels: Vec<&str> = lines.map(|l| l.split('\t').next().unwrap()).collect();
-    let jsonl_labels: Vec<String> = predict_jsonl(&pt, &valid)
+    let jsonl_labels: Vec<String> = predict_jsonl(&t.pt, &t.valid())
         .iter()
         .map(|p| p["label"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(tsv_labels, jsonl_labels);
+}
 
-    // The server answers like `predict`, for two tasks on one backbone.
-    let texts: Vec<String> = fs::read_to_string(&valid)
+#[test]
+fn server_answers_like_predict_for_two_tasks_on_one_backbone() {
+    let t = trained();
+    let texts: Vec<String> = fs::read_to_string(t.valid())
         .unwrap()
         .lines()
         .take(12)
         .map(|l| l.rsplit_once('\t').unwrap().0.to_string())
         .collect();
+    let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("texts.txt");
     fs::write(&input, texts.join("\n") + "\n").unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ptune"))
-        .args([
-            "serve",
-            "--adapter",
-            &format!("sent={}", pt.display()),
-            "--adapter",
-            &format!("manual={}", zs.display()),
-            "--addr",
-            "127.0.0.1:0",
-            "--max-texts",
-            "16",
-            "--max-text-chars",
-            "300",
-            "--max-body-bytes",
-            "20000",
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("listening line")
-        .to_string();
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let post = |body: &str| {
-        let mut r = agent
-            .post(&format!("{base}/v1/classify"))
-            .header("content-type", "application/json")
-            .send(body)
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_json::<Value>().unwrap(),
-        )
-    };
-
-    for (task, adapter) in [("sent", &pt), ("manual", &zs)] {
+    let server = t.serve();
+    let agent = agent();
+    for (task, adapter) in [("sent", &t.pt), ("manual", &t.zs)] {
         let want = predict_jsonl(adapter, &input);
-        let (status, got) = post(&json!({ "task": task, "texts": texts }).to_string());
+        let (status, got) = classify(
+            &agent,
+            &server,
+            &json!({ "task": task, "texts": texts }).to_string(),
+        );
         assert_eq!(status, 200, "{got}");
         let results = got["results"].as_array().unwrap();
         assert_eq!(results.len(), want.len());
@@ -303,12 +371,24 @@ fn adapters_predict_like_their_runs_and_serve() {
             }
         }
     }
-    let mut tasks = agent.get(&format!("{base}/v1/tasks")).call().unwrap();
+}
+
+#[test]
+fn server_lists_its_tasks() {
+    let server = trained().serve();
+    let mut tasks = agent()
+        .get(&format!("http://{}/v1/tasks", server.addr))
+        .call()
+        .unwrap();
     let tasks: Value = tasks.body_mut().read_json().unwrap();
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2);
     assert_eq!(tasks["tasks"][1]["prompts"], 0);
+}
 
-    // every bad request gets a 4xx JSON error, and the server keeps serving
+#[test]
+fn server_answers_bad_requests_with_json_errors_and_keeps_serving() {
+    let server = trained().serve();
+    let agent = agent();
     let long = "好".repeat(301);
     let many: Vec<&str> = vec!["好"; 17];
     let huge = format!(
@@ -355,10 +435,23 @@ fn adapters_predict_like_their_runs_and_serve() {
         (huge, 413, ""),
     ];
     for (body, status, needle) in cases {
-        let (s, v) = post(&body);
+        let (s, v) = classify(&agent, &server, &body);
         assert_eq!(s, status, "{body:.80}: {v}");
         assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
     }
+    let (s, _) = classify(
+        &agent,
+        &server,
+        &json!({ "task": "manual", "texts": ["还行"] }).to_string(),
+    );
+    assert_eq!(s, 200, "the server stopped serving after bad requests");
+}
+
+#[test]
+fn server_answers_unknown_paths_and_methods_with_json_404_and_405() {
+    let server = trained().serve();
+    let agent = agent();
+    let base = format!("http://{}", server.addr);
     let mut r = agent.get(&format!("{base}/nowhere")).call().unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_string());
@@ -370,34 +463,42 @@ fn adapters_predict_like_their_runs_and_serve() {
     let mut r = agent.post(&format!("{base}/healthz")).send("{}").unwrap();
     assert_eq!(r.status().as_u16(), 405);
     assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_string());
-    // regression: an over-limit Content-Length waited for the whole body; now 413 at once
-    {
-        use std::io::{Read, Write};
-        let addr = base.trim_start_matches("http://");
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        tcp.write_all(
-            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
-        )
-        .unwrap();
-        let mut buf = [0u8; 512];
-        let n = tcp
-            .read(&mut buf)
-            .expect("an answer before the body is sent");
-        let head = String::from_utf8_lossy(&buf[..n]);
-        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-        assert!(head.contains("\"error\""), "{head}");
-    }
-    let (s, _) = post(&json!({ "task": "manual", "texts": ["还行"] }).to_string());
-    assert_eq!(s, 200, "the server stopped serving after bad requests");
+}
 
-    // graceful shutdown on SIGTERM
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
+#[test]
+fn server_refuses_an_over_limit_content_length_before_the_body() {
+    // regression: an over-limit Content-Length waited for the whole body; now 413 at once
+    use std::io::{Read, Write};
+    let server = trained().serve();
+    let mut tcp = std::net::TcpStream::connect(&server.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    let status = server.wait().unwrap();
+    tcp.write_all(
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tcp
+        .read(&mut buf)
+        .expect("an answer before the body is sent");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("\"error\""), "{head}");
+}
+
+#[test]
+fn server_exits_cleanly_on_sigterm() {
+    let mut server = trained().serve();
+    let (s, _) = classify(
+        &agent(),
+        &server,
+        &json!({ "task": "manual", "texts": ["还行"] }).to_string(),
+    );
+    assert_eq!(s, 200);
+    server.sigterm();
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("the server exits after SIGTERM");
     assert!(status.success(), "server exit status {status}");
 }
 

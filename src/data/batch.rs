@@ -18,16 +18,35 @@ pub struct Batch {
     pub mask_positions: Vec<usize>,
     /// `(flat position, prompt index)` of every pseudo token.
     pub pseudo_positions: Vec<(usize, usize)>,
+    /// The class of each row (training); empty for a batch to classify ([`Batch::unlabelled`])
+    /// or an MLM batch.
     pub labels: Vec<usize>,
     /// `(flat position, target id)`: the positions the training loss is computed at.
     pub targets: Vec<(usize, u32)>,
 }
 
 impl Batch {
-    /// Pads to the longest example. All examples must come from the same template.
+    /// Pads labelled examples `(encoded, class)` (training) to the longest. All examples must
+    /// come from the same template.
     pub fn collate(items: &[(&Encoded, usize)], pad_id: u32) -> Batch {
-        let b = items.len();
-        let l = items.iter().map(|(e, _)| e.ids.len()).max().unwrap_or(0);
+        let mut batch = Batch::pad(items.iter().map(|(e, _)| *e), items.len(), pad_id);
+        batch.labels = items.iter().map(|&(_, label)| label).collect();
+        batch
+    }
+
+    /// Pads examples to classify to the longest; the batch has no labels (`labels` is empty).
+    /// All examples must come from the same template.
+    pub fn unlabelled(examples: &[&Encoded], pad_id: u32) -> Batch {
+        Batch::pad(examples.iter().copied(), examples.len(), pad_id)
+    }
+
+    /// The padded ids, token types, attention and positions of `b` examples, without labels.
+    fn pad<'a>(
+        examples: impl Iterator<Item = &'a Encoded> + Clone,
+        b: usize,
+        pad_id: u32,
+    ) -> Batch {
+        let l = examples.clone().map(|e| e.ids.len()).max().unwrap_or(0);
         let mut batch = Batch {
             batch_size: b,
             seq_len: l,
@@ -36,10 +55,10 @@ impl Batch {
             attention: vec![0; b * l],
             mask_positions: Vec::new(),
             pseudo_positions: Vec::new(),
-            labels: Vec::with_capacity(b),
+            labels: Vec::new(),
             targets: Vec::new(),
         };
-        for (i, (e, label)) in items.iter().enumerate() {
+        for (i, e) in examples.enumerate() {
             let row = i * l;
             batch.ids[row..row + e.ids.len()].copy_from_slice(&e.ids);
             batch.token_types[row..row + e.ids.len()].copy_from_slice(&e.token_types);
@@ -53,9 +72,13 @@ impl Batch {
                     .enumerate()
                     .map(|(k, p)| (row + p, k)),
             );
-            batch.labels.push(*label);
         }
         batch
+    }
+
+    /// Whether every row has a class (a batch built by [`Batch::collate`]).
+    pub fn is_labelled(&self) -> bool {
+        self.labels.len() == self.batch_size
     }
 
     /// Number of `[MASK]` slots per example.
@@ -65,6 +88,7 @@ impl Batch {
 
     /// Makes the label words the targets at the `[MASK]` slots (replacing any MLM target there).
     pub fn set_label_targets(&mut self, word_ids: &[Vec<u32>]) {
+        assert!(self.is_labelled(), "label targets need a labelled batch");
         let n_mask = self.n_mask();
         let slots: std::collections::HashSet<usize> = self.mask_positions.iter().copied().collect();
         self.targets.retain(|(p, _)| !slots.contains(p));
@@ -125,7 +149,11 @@ impl Batch {
                         .filter(|(p, _)| in_rows(p))
                         .map(|&(p, k)| (remap(p), k))
                         .collect(),
-                    labels: self.labels[start..end].to_vec(),
+                    labels: if self.labels.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.labels[start..end].to_vec()
+                    },
                     targets: self
                         .targets
                         .iter()
@@ -210,6 +238,25 @@ mod tests {
         assert_eq!(&batch.attention[..6], &[1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.mask_positions, vec![2, 8]);
         assert_eq!(batch.pseudo_positions, vec![(1, 0), (7, 0)]);
+    }
+
+    #[test]
+    fn unlabelled_pads_like_collate_without_labels() {
+        let (a, b) = (enc(4), enc(6));
+        let labelled = Batch::collate(&[(&a, 1), (&b, 0)], 0);
+        let batch = Batch::unlabelled(&[&a, &b], 0);
+        assert!(batch.labels.is_empty() && !batch.is_labelled() && labelled.is_labelled());
+        assert_eq!(
+            Batch {
+                labels: vec![1, 0],
+                ..batch.clone()
+            },
+            labelled
+        );
+        let parts = batch.split_rows(2);
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.labels.is_empty()));
+        assert_eq!(parts[1].ids, b.ids);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Masking {
             attention: vec![0; b * l],
             mask_positions: Vec::new(),
             pseudo_positions: Vec::new(),
-            labels: vec![0; b],
+            labels: Vec::new(),
             targets: Vec::new(),
         };
         for (r, (seq, cont)) in seqs.iter().enumerate() {

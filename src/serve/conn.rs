@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// The connection-level limits of [`super::ServeConfig`].
+/// The connection-level limits of [`super::config::ServeConfig`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     pub header_timeout: Duration,

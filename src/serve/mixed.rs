@@ -140,8 +140,8 @@ impl<B: Kernels> MixedTasks<B> {
             .unwrap_or(1);
         // padded ids, types and mask as for one task; then every row is read at k rows, and
         // its pseudo tokens index its own task's block of the stacked prompt vectors
-        let items: Vec<(&Encoded, usize)> = rows.iter().map(|(_, e)| (*e, 0)).collect();
-        let mut batch = Batch::collate(&items, pad_id);
+        let items: Vec<&Encoded> = rows.iter().map(|&(_, e)| e).collect();
+        let mut batch = Batch::unlabelled(&items, pad_id);
         batch.mask_positions.clear();
         batch.pseudo_positions.clear();
         let mut pseudo = Vec::new();
