@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ptune::classifier::PromptClassifier;
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
-use ptune::train::{DataFiles, Method, Recipe, RunSpec};
+use ptune::train::{DataFiles, Method, Recipe, RunDir, RunSpec, Silent};
 
 use super::{BackendArgs, Job, run_job};
 
@@ -116,12 +116,11 @@ impl Job for Bench {
                             test: tmp.join("small.tsv"),
                             fields: Default::default(),
                         },
-                        out_dir: tmp.join("run"),
+                        run: RunDir::new(tmp.join("run")),
                         resume: false,
-                        progress: false,
                         micro_batches: a.backend.micro_batches(),
                     };
-                    let summary = ptune::train::train::<B>(&spec, &device);
+                    let summary = ptune::train::train::<B>(&spec, &mut Silent, &device);
                     let _ = std::fs::remove_dir_all(&tmp);
                     let s = summary?;
                     let line = serde_json::json!({

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use ptune::error::Result;
 use ptune::model::ModelDir;
 use ptune::model::tensors::StorageDType;
+use ptune::train::RunDir;
 
 use super::{BackendArgs, Job, run_job};
 
@@ -33,12 +34,13 @@ impl Job for Export {
     type Output = ();
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Export(a, model) = self;
-        let adapter = ptune::train::export::export_run::<B::InnerBackend>(&a.run, &model, &device)?;
-        if let Some(info) = ptune::train::run_info::RunInfo::read(&a.run)?
+        let run = RunDir::new(&a.run);
+        let adapter = ptune::train::export::export_run::<B::InnerBackend>(&run, &model, &device)?;
+        if let Some(info) = run.read_info()?
             && info.backbone != adapter.info.backbone
         {
             return Err(ptune::Error::file(
-                a.run.join(ptune::train::run_info::FILE),
+                run.run_info_path(),
                 format!(
                     "the run was trained on {} (fingerprint {}…), not on {} — pass that backbone as --model",
                     info.model.display(),
@@ -74,7 +76,7 @@ impl Job for Export {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recorded = ptune::train::run_info::RunInfo::read(&args.run)?;
+    let recorded = RunDir::new(&args.run).read_info()?;
     let model_path = match (&args.model, &recorded) {
         (Some(m), _) => m.clone(),
         (None, Some(info)) => info.model.clone(),

@@ -8,6 +8,7 @@ mod fill_mask;
 mod inspect;
 mod predict;
 mod pretrain;
+mod progress;
 mod selftest;
 mod serve;
 mod train;

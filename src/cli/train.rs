@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use ptune::classifier::Head;
 use ptune::data::{FewShot, Fields, MlmAugment};
 use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
 use ptune::model::deep_prompt::Reparam;
 use ptune::model::prompt_encoder::PromptEncoderKind;
 use ptune::train::config::Schedule;
-use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
+use ptune::train::run_dir::HoldsRun;
+use ptune::train::{DataFiles, Method, Recipe, Reporter, RunDir, RunSpec, Start, TrainConfig};
 
 use super::{BackendArgs, Job, run_job};
 
@@ -175,6 +177,25 @@ impl RunArgs {
     pub fn data_files(&self) -> Result<DataFiles> {
         DataFiles::find(&self.data, self.fields.fields()?)
     }
+
+    /// The run of `config` on `model` and `data`, in `run`, on this command line's backend.
+    pub fn spec(
+        &self,
+        config: TrainConfig,
+        model: ModelDir,
+        data: DataFiles,
+        run: RunDir,
+        resume: bool,
+    ) -> RunSpec {
+        RunSpec {
+            config,
+            model,
+            data,
+            run,
+            resume,
+            micro_batches: self.backend.micro_batches(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -199,41 +220,25 @@ pub struct Args {
     run: RunArgs,
 }
 
-struct TrainJob(RunSpec);
+struct TrainJob(RunSpec, Box<dyn Reporter>);
 
 impl Job for TrainJob {
     type Output = ptune::train::Summary;
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output> {
-        ptune::train::train::<B>(&self.0, &device)
+        let TrainJob(spec, mut reporter) = self;
+        ptune::train::train::<B>(&spec, reporter.as_mut(), &device)
     }
 }
 
-/// Refuses to overwrite an existing run unless asked to.
-pub fn prepare_out_dir(out: &std::path::Path, resume: bool, force: bool) -> Result<()> {
-    let has_run = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
-    if has_run && !resume && !force {
-        return Err(Error::invalid(format!(
-            "{} already holds a run: pass --resume to continue it or --force to start over",
-            out.display()
-        )));
-    }
-    if force {
-        for p in [
-            "checkpoint",
-            "best",
-            "metrics.jsonl",
-            "summary.json",
-            "curve.svg",
-        ] {
-            let path = out.join(p);
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
-    }
-    Ok(())
+/// Refuses to overwrite an existing run unless asked to (`--resume`, `--force`).
+pub fn prepare_run_dir(run: &RunDir, resume: bool, force: bool) -> Result<()> {
+    run.prepare(Start::from_flags(resume, force))
+        .map_err(|HoldsRun(dir)| {
+            Error::invalid(format!(
+                "{} already holds a run: pass --resume to continue it or --force to start over",
+                dir.display()
+            ))
+        })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -263,17 +268,14 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed))
     });
-    prepare_out_dir(&out, args.resume, args.force)?;
-    let spec = RunSpec {
-        config,
-        model: super::open_model(&args.run.model)?,
-        data: args.run.data_files()?,
-        out_dir: out.clone(),
-        resume: args.resume,
-        progress: !args.run.quiet,
-        micro_batches: args.run.backend.micro_batches(),
-    };
-    let s = run_job(&args.run.backend, TrainJob(spec))?;
+    let run = RunDir::new(&out);
+    prepare_run_dir(&run, args.resume, args.force)?;
+    let model = super::open_model(&args.run.model)?;
+    let spec = args
+        .run
+        .spec(config, model, args.run.data_files()?, run, args.resume);
+    let reporter = super::progress::reporter(args.run.quiet);
+    let s = run_job(&args.run.backend, TrainJob(spec, reporter))?;
     println!(
         "{}: best valid {:.4} (epoch {}), test at best valid {:.4} (macro-F1 {:.4}), best test {:.4}; {} trainable params; {:.1} train ex/s; {:.0}s",
         s.method.name(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::Head;
 use crate::data::{FewShot, MlmAugment};
 use crate::error::{Error, Result};
+use crate::model::config::BertConfig;
 use crate::model::deep_prompt::Reparam;
 use crate::model::prompt_encoder::PromptEncoderKind;
 
@@ -280,6 +281,26 @@ impl TrainConfig {
     /// Whether the LM's own weights train (fine-tuning, or P-tuning with `tune_lm`).
     pub fn lm_trains(&self) -> bool {
         self.method == Method::Finetune || (self.method == Method::Ptune && self.tune_lm)
+    }
+
+    /// Whether anything trains (every method but zero-shot).
+    pub fn trains(&self) -> bool {
+        self.method != Method::Zeroshot
+    }
+
+    /// Whether a prompt encoder produces the template's `n_pseudo` pseudo-token vectors
+    /// (P-tuning; deep prompts when the template has `[P]` tokens).
+    pub fn has_prompt_encoder(&self, n_pseudo: usize) -> bool {
+        self.method == Method::Ptune || (self.method == Method::PtuneV2 && n_pseudo > 0)
+    }
+
+    /// The backbone's configuration as this run uses it (dropout off with `no_dropout`).
+    pub fn lm_config(&self, backbone: &BertConfig) -> BertConfig {
+        if self.no_dropout {
+            backbone.clone().without_dropout()
+        } else {
+            backbone.clone()
+        }
     }
 
     pub fn to_toml(&self) -> String {

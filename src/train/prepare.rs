@@ -67,8 +67,6 @@ pub struct Prepared {
     pub tokenizer: BertTokenizer,
     pub template: Template,
     pub verbalizer: Verbalizer,
-    /// The few-shot training rows (before encoding), for reports.
-    pub fewshot: Vec<Example>,
     pub train: EncodedSplit,
     pub valid: EncodedSplit,
     pub test: EncodedSplit,
@@ -124,7 +122,6 @@ impl Prepared {
             train: encode(&fewshot)?,
             valid: encode(&valid)?,
             test: encode(&test)?,
-            fewshot,
             tokenizer,
             template,
             verbalizer,
