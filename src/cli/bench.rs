@@ -33,9 +33,29 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "forward,eval,ptune,finetune"
     )]
-    what: Vec<String>,
+    what: Vec<What>,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+/// A `bench --what` measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum What {
+    Forward,
+    Eval,
+    Ptune,
+    Finetune,
+}
+
+impl What {
+    fn name(self) -> &'static str {
+        match self {
+            What::Forward => "forward",
+            What::Eval => "eval",
+            What::Ptune => "ptune",
+            What::Finetune => "finetune",
+        }
+    }
 }
 
 struct Bench(Args, ModelDir);
@@ -45,9 +65,9 @@ impl Job for Bench {
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
         let Bench(a, model_dir) = self;
         let recipe = Recipe::load("seed")?;
-        for what in &a.what {
-            match what.as_str() {
-                "forward" | "eval" => {
+        for &what in &a.what {
+            match what {
+                What::Forward | What::Eval => {
                     let mut config = recipe.resolve(Method::Zeroshot)?;
                     config.max_len = a.max_len;
                     let tokenizer = model_dir.tokenizer()?;
@@ -69,7 +89,7 @@ impl Job for Bench {
                         .collect::<Result<Vec<_>>>()?;
                     let model =
                         PromptClassifier::new(model_dir.load::<B::InnerBackend>(&device)?, None);
-                    let order = if what == "forward" {
+                    let order = if what == What::Forward {
                         ptune::bench::BatchOrder::FileOrder
                     } else {
                         ptune::bench::BatchOrder::LengthSorted
@@ -85,8 +105,8 @@ impl Job for Bench {
                     );
                     println!("{}", serde_json::to_string(&t).expect("json"));
                 }
-                "ptune" | "finetune" => {
-                    let method = if what == "ptune" {
+                What::Ptune | What::Finetune => {
+                    let method = if what == What::Ptune {
                         Method::Ptune
                     } else {
                         Method::Finetune
@@ -124,17 +144,12 @@ impl Job for Bench {
                     let _ = std::fs::remove_dir_all(&tmp);
                     let s = summary?;
                     let line = serde_json::json!({
-                        "what": format!("{what} training steps"),
+                        "what": format!("{} training steps", what.name()),
                         "steps": s.steps,
                         "seconds": s.train_seconds,
                         "examples_per_s": s.examples_per_s,
                     });
                     println!("{line}");
-                }
-                other => {
-                    return Err(Error::invalid(format!(
-                        "--what: unknown measurement \"{other}\" (forward, eval, ptune, finetune)"
-                    )));
                 }
             }
         }

@@ -7,13 +7,13 @@ use ptune::error::{Error, Result, write_atomic};
 use ptune::train::plot::{Series, write_curves};
 use ptune::train::{Method, Prepared, RunDir, RunSpec, Summary, train_prepared};
 
-use super::train::RunArgs;
+use super::train::{MethodArg, RunArgs};
 use super::{Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// `quick` (about 2 minutes on 2 cores) or `seed` (the full published recipe).
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = "quick", conflicts_with = "recipe")]
     profile: String,
     /// Methods to run, in order.
     #[arg(
@@ -21,7 +21,7 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "zeroshot,finetune,ptune,ptune-v2"
     )]
-    methods: Vec<Method>,
+    methods: Vec<MethodArg>,
     /// Seeds (each method runs once per seed; the table shows the mean and spread).
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<u64>,
@@ -100,7 +100,8 @@ fn fmt_stat(v: &[f64], digits: usize) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.methods.is_empty() {
+    let methods: Vec<Method> = args.methods.iter().map(|&m| m.into()).collect();
+    if methods.is_empty() {
         return Err(Error::invalid("--methods is empty"));
     }
     let profile = args.run.recipe.clone().unwrap_or(args.profile.clone());
@@ -115,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
     let data = run_args.data_files()?;
     prepare_out_dir(&out, args.force)?;
     let mut specs = Vec::new();
-    for &method in &args.methods {
+    for &method in &methods {
         let base = run_args.config(method, &profile)?;
         let seeds = if args.seeds.is_empty() {
             vec![base.seed]
@@ -146,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut series = Vec::new();
     let mut json = Vec::new();
-    for &method in &args.methods {
+    for &method in &methods {
         let rs: Vec<&(RunSpec, Summary)> = results
             .iter()
             .filter(|(s, _)| s.config.method == method)

@@ -7,7 +7,7 @@ use ptune::model::ModelDir;
 use ptune::model::tensors::StorageDType;
 use ptune::train::RunDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,12 +30,12 @@ pub struct Args {
 
 struct Export(Args, ModelDir);
 
-impl Job for Export {
+impl InferJob for Export {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Export(a, model) = self;
         let run = RunDir::new(&a.run);
-        let adapter = ptune::train::export::export_run::<B::InnerBackend>(&run, &model, &device)?;
+        let adapter = ptune::train::export::export_run::<B>(&run, &model, &device)?;
         if let Some(info) = run.read_info()?
             && info.backbone != adapter.info.backbone
         {
@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = super::open_model(&model_path)?;
     let backend = args.backend.clone();
-    run_job(&backend, Export(args, model))
+    run_infer_job(&backend, Export(args, model))
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<StorageDType, String> {

@@ -7,7 +7,7 @@ use burn::module::Module;
 use ptune::error::Result;
 use ptune::model::ModelDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,13 +21,13 @@ pub struct Args {
 
 struct Inspect(ModelDir);
 
-impl Job for Inspect {
+impl InferJob for Inspect {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let dir = self.0;
         let c = &dir.config;
         let tokenizer = dir.tokenizer()?;
-        let model = dir.load::<B::InnerBackend>(&device)?;
+        let model = dir.load::<B>(&device)?;
         println!("model      {}", dir.dir.display());
         println!(
             "config     {} layers, hidden {}, {} heads, intermediate {}, vocab {}, max positions {}, type vocab {}, act {:?}, eps {:e}, dropout {}/{}",
@@ -81,5 +81,5 @@ impl Job for Inspect {
 
 pub fn run(args: Args) -> Result<()> {
     let dir = super::open_model(&args.model)?;
-    run_job(&args.backend, Inspect(dir))
+    run_infer_job(&args.backend, Inspect(dir))
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use backend::{BackendArgs, Job, run_job};
+pub use backend::{BackendArgs, InferJob, Job, run_infer_job, run_job};
 
 #[derive(Parser)]
 #[command(

@@ -8,7 +8,7 @@ use ptune::data::{Fields, Format as DataFormat, Labels, parse_records};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Format {
@@ -103,12 +103,12 @@ fn read_texts(args: &Args) -> Result<Vec<(String, Option<String>)>> {
 
 struct Predict(Args, ModelDir, Adapter, Vec<(String, Option<String>)>);
 
-impl Job for Predict {
+impl InferJob for Predict {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Predict(a, model_dir, adapter, texts) = self;
         let tokenizer = model_dir.tokenizer()?;
-        let lm = model_dir.load::<B::InnerBackend>(&device)?;
+        let lm = model_dir.load::<B>(&device)?;
         adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
         let task = adapter.task(&lm, &tokenizer, &device)?;
         // a text of nothing but characters the tokenizer drops would be classified on the
@@ -180,5 +180,5 @@ pub fn run(args: Args) -> Result<()> {
     let model = super::open_model(&args.model)?;
     let adapter = Adapter::read(&args.adapter)?;
     let backend = args.backend.clone();
-    run_job(&backend, Predict(args, model, adapter, texts))
+    run_infer_job(&backend, Predict(args, model, adapter, texts))
 }

@@ -47,6 +47,40 @@ impl FieldArgs {
     }
 }
 
+/// `--method` values: the command line's mirror of [`Method`] (clap stays in `cli/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Frozen LM; only the prompt encoder trains (add `tune_lm` to train both).
+    Ptune,
+    /// Every LM weight trains; pseudo tokens are plain `[unusedK]` tokens.
+    Finetune,
+    /// No training: the template and label words on the pretrained LM.
+    Zeroshot,
+    /// Deep prompts (P-tuning v2): frozen LM; trainable keys and values in every layer (and
+    /// the prompt encoder when the template has `[P]` tokens, and a linear head if asked).
+    #[value(name = "ptune-v2")]
+    PtuneV2,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Ptune => Method::Ptune,
+            MethodArg::Finetune => Method::Finetune,
+            MethodArg::Zeroshot => Method::Zeroshot,
+            MethodArg::PtuneV2 => Method::PtuneV2,
+        }
+    }
+}
+
+/// A recipe by name or path, with the flag that named it in the error.
+pub fn load_recipe(name_or_path: &str) -> Result<Recipe> {
+    Recipe::load(name_or_path).map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("--recipe: {m}")),
+        e => e,
+    })
+}
+
 /// Settings shared by `train` and `compare`: where things are and what to override.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
@@ -126,7 +160,7 @@ impl RunArgs {
     /// The recipe's configuration for `method`, with this command line's overrides.
     pub fn config(&self, method: Method, default_recipe: &str) -> Result<TrainConfig> {
         let mut c =
-            Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
+            load_recipe(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
         macro_rules! set {
             ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = self.$arg { c.$field = v; })* };
         }
@@ -203,7 +237,7 @@ pub struct Args {
     /// ptune (frozen LM, prompt encoder trains), ptune-v2 (frozen LM, deep prompts in every
     /// layer), finetune (all LM weights) or zeroshot.
     #[arg(long, value_enum, default_value = "ptune")]
-    method: Method,
+    method: MethodArg,
     /// With ptune: train the LM together with the prompt encoder.
     #[arg(long)]
     tune_lm: bool,
@@ -230,6 +264,11 @@ impl Job for TrainJob {
     }
 }
 
+/// Whether a resumed run in `run` continues from a checkpoint.
+fn run_resumes(run: &RunDir) -> Result<bool> {
+    Ok(run.latest_checkpoint()?.is_some())
+}
+
 /// Refuses to overwrite an existing run unless asked to (`--resume`, `--force`).
 pub fn prepare_run_dir(run: &RunDir, resume: bool, force: bool) -> Result<()> {
     run.prepare(Start::from_flags(resume, force))
@@ -242,9 +281,10 @@ pub fn prepare_run_dir(run: &RunDir, resume: bool, force: bool) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut config = args.run.config(args.method, "seed")?;
+    let method = Method::from(args.method);
+    let mut config = args.run.config(method, "seed")?;
     config.tune_lm = args.tune_lm;
-    if args.tune_lm && args.method != Method::Ptune {
+    if args.tune_lm && method != Method::Ptune {
         return Err(Error::invalid("--tune-lm applies to --method ptune only"));
     }
     let deep_flags = [
@@ -254,26 +294,37 @@ pub fn run(args: Args) -> Result<()> {
     ];
     if let Some((flag, _)) = deep_flags
         .iter()
-        .find(|(_, given)| *given && args.method != Method::PtuneV2)
+        .find(|(_, given)| *given && method != Method::PtuneV2)
     {
         return Err(Error::invalid(format!(
             "{flag} applies to --method ptune-v2 only"
         )));
     }
-    if args.method == Method::Zeroshot && args.run.head.is_some() {
+    if method == Method::Zeroshot && args.run.head.is_some() {
         return Err(Error::invalid(
             "--head applies to trained methods, not zeroshot",
         ));
     }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed))
-    });
-    let run = RunDir::new(&out);
-    prepare_run_dir(&run, args.resume, args.force)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", method.name(), config.seed)));
+    prepare_run_dir(&RunDir::new(&out), args.resume, args.force)?;
     let model = super::open_model(&args.run.model)?;
-    let spec = args
-        .run
-        .spec(config, model, args.run.data_files()?, run, args.resume);
+    let spec = args.run.spec(
+        config,
+        model,
+        args.run.data_files()?,
+        RunDir::new(&out),
+        args.resume,
+    );
+    // checked here as well as by the library, to name the flag
+    if spec.resume && run_resumes(&spec.run)? && spec.run.config_differs(&spec.config)? {
+        return Err(Error::file(
+            spec.run.config_path(),
+            "--resume: this run was started with a different configuration",
+        ));
+    }
     let reporter = super::progress::reporter(args.run.quiet);
     let s = run_job(&args.run.backend, TrainJob(spec, reporter))?;
     println!(

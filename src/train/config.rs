@@ -13,7 +13,7 @@ use crate::model::deep_prompt::Reparam;
 use crate::model::prompt_encoder::PromptEncoderKind;
 
 /// What is trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Frozen LM; only the prompt encoder trains (add `tune_lm` to train both).
@@ -25,7 +25,6 @@ pub enum Method {
     /// Deep prompts (P-tuning v2): frozen LM; trainable keys and values in every layer (and
     /// the prompt encoder when the template has `[P]` tokens, and a linear head if asked).
     #[serde(rename = "ptune-v2")]
-    #[value(name = "ptune-v2")]
     PtuneV2,
 }
 
@@ -174,7 +173,7 @@ impl Recipe {
         if !path.is_file() {
             let names: Vec<&str> = BUILTIN_RECIPES.iter().map(|(n, _)| *n).collect();
             return Err(Error::invalid(format!(
-                "--recipe: \"{name_or_path}\" is neither a built-in recipe {names:?} nor a file"
+                "\"{name_or_path}\" is neither a built-in recipe {names:?} nor a file"
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

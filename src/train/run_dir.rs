@@ -132,13 +132,18 @@ impl RunDir {
         write_atomic(&self.config_path(), text.as_bytes())
     }
 
+    /// Whether `config.toml` holds another configuration than `config`.
+    pub fn config_differs(&self, config: &TrainConfig) -> Result<bool> {
+        let saved: TrainConfig = read_saved_config(&self.config_path())?;
+        Ok(saved != *config)
+    }
+
     /// Fails unless `config.toml` holds `config` (a resumed run keeps its configuration).
     pub fn check_config(&self, config: &TrainConfig) -> Result<()> {
-        let saved: TrainConfig = read_saved_config(&self.config_path())?;
-        if saved != *config {
+        if self.config_differs(config)? {
             return Err(Error::file(
                 self.config_path(),
-                "--resume: this run was started with a different configuration",
+                "cannot resume: this run was started with a different configuration",
             ));
         }
         Ok(())
