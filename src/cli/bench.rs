@@ -13,10 +13,12 @@ use super::{BackendArgs, Job, run_job};
 #[derive(clap::Args)]
 pub struct Args {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
-    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
-    data: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Data directory (train.tsv, valid.tsv). Default: the shipped reviews (see `ptune --help`).
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
@@ -58,12 +60,12 @@ impl What {
     }
 }
 
-struct Bench(Args, ModelDir);
+struct Bench(Args, ModelDir, PathBuf);
 
 impl Job for Bench {
     type Output = ();
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
-        let Bench(a, model_dir) = self;
+        let Bench(a, model_dir, data) = self;
         let recipe = Recipe::load("seed")?;
         for &what in &a.what {
             match what {
@@ -71,17 +73,16 @@ impl Job for Bench {
                     let mut config = recipe.resolve(Method::Zeroshot)?;
                     config.max_len = a.max_len;
                     let tokenizer = model_dir.tokenizer()?;
-                    let template = ptune::prompt::Template::parse(&config.template, &tokenizer)?;
-                    let verbalizer = ptune::prompt::Verbalizer::parse(
+                    let ptune::prompt::PromptSpec {
+                        template,
+                        verbalizer,
+                    } = ptune::prompt::PromptSpec::parse(
+                        &config.template,
                         &config.labels,
                         &tokenizer,
-                        template.n_mask(),
                     )?;
-                    let mut rows = ptune::data::read_tsv(
-                        &a.data.join("valid.tsv"),
-                        &verbalizer.classes,
-                        false,
-                    )?;
+                    let mut rows =
+                        ptune::data::read_tsv(&data.join("valid.tsv"), &verbalizer.classes, false)?;
                     rows.truncate(a.rows.unwrap_or(usize::MAX));
                     let encoded = rows
                         .iter()
@@ -120,8 +121,8 @@ impl Job for Bench {
                     let tmp =
                         std::env::temp_dir().join(format!("ptune-bench-{}", std::process::id()));
                     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                    let small: String = std::fs::read_to_string(a.data.join("valid.tsv"))
-                        .map_err(|e| Error::io(a.data.join("valid.tsv"), e))?
+                    let small: String = std::fs::read_to_string(data.join("valid.tsv"))
+                        .map_err(|e| Error::io(data.join("valid.tsv"), e))?
                         .lines()
                         .take(8)
                         .map(|l| format!("{l}\n"))
@@ -131,7 +132,7 @@ impl Job for Bench {
                         config,
                         model: model_dir.clone(),
                         data: DataFiles {
-                            train: a.data.join("train.tsv"),
+                            train: data.join("train.tsv"),
                             valid: tmp.join("small.tsv"),
                             test: tmp.join("small.tsv"),
                             fields: Default::default(),
@@ -158,7 +159,8 @@ impl Job for Bench {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
+    let data = super::data_or_default(&args.data)?;
     let backend = args.backend.clone();
-    run_job(&backend, Bench(args, model))
+    run_job(&backend, Bench(args, model, data))
 }

@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
         recipe: Some(profile.clone()),
         ..args.run.clone()
     };
-    let model = super::open_model(&run_args.model)?;
+    let model = super::open_model(&run_args.model_path()?)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/compare-{}", profile.replace(['/', '.'], "_")))
     });
@@ -185,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
     let header = format!(
         "ptune compare — profile `{profile}`, model {}, data {}; model selection on valid\n\n",
         model.dir.display(),
-        run_args.data.display()
+        run_args.data_path()?.display()
     );
     print!("\n{header}{table}");
     write_atomic(

@@ -80,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_path = match (&args.model, &recorded) {
         (Some(m), _) => m.clone(),
         (None, Some(info)) => info.model.clone(),
-        (None, None) => super::default_model(),
+        (None, None) => super::model_or_default(&None)?,
     };
     let model = super::open_model(&model_path)?;
     let backend = args.backend.clone();

@@ -12,8 +12,9 @@ pub struct Args {
     /// Text with one or more [MASK] tokens.
     text: String,
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     top_k: usize,
     /// Print JSON instead of a table.
@@ -29,7 +30,7 @@ impl InferJob for FillMask {
     type Output = ();
     fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let dir = super::open_model(&a.model)?;
+        let dir = super::open_model(&super::model_or_default(&a.model)?)?;
         let tokenizer = dir.tokenizer()?;
         let model = dir.load::<B>(&device)?;
         let preds = fill_mask(&model, &tokenizer, &a.text, a.top_k, &device)?;

@@ -13,8 +13,9 @@ use super::{BackendArgs, InferJob, run_infer_job};
 pub struct Args {
     /// Hugging Face model directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin),
     /// or a Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -80,6 +81,6 @@ impl InferJob for Inspect {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = super::open_model(&args.model)?;
+    let dir = super::open_model(&super::model_or_default(&args.model)?)?;
     run_infer_job(&args.backend, Inspect(dir))
 }

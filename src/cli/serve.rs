@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ptune::adapter::{Adapter, fingerprint};
+use ptune::adapter::{Adapter, Backbone};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
 use ptune::serve::{Batching, ServeConfig, TaskInfo, serve};
@@ -15,8 +15,9 @@ use super::{BackendArgs, InferJob, run_infer_job};
 #[derive(clap::Args)]
 pub struct Args {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// A task: NAME=ADAPTER_FILE (repeat for more tasks).
     #[arg(long = "adapter", required = true, value_parser = parse_task)]
     adapters: Vec<(String, PathBuf)>,
@@ -80,13 +81,10 @@ impl InferJob for Serve {
     type Output = ();
     fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Serve(a, model_dir, adapters) = self;
-        let tokenizer = model_dir.tokenizer()?;
-        let lm = model_dir.load::<B>(&device)?;
-        let backbone = fingerprint(&model_dir, &lm)?;
+        let backbone = Backbone::<B>::load(&model_dir, &device)?;
         let mut tasks = Vec::new();
         for (name, path, adapter) in adapters {
-            adapter.check_backbone(&path, &backbone, &model_dir.dir)?;
-            let task = adapter.task(&lm, &tokenizer, &device)?;
+            let task = adapter.attach(&path, &backbone, &device)?;
             let info = TaskInfo {
                 name,
                 classes: task.verbalizer.classes.clone(),
@@ -126,7 +124,7 @@ impl InferJob for Serve {
             );
         }
         let n = tasks.len();
-        serve(tasks, tokenizer, config, device, |addr| {
+        serve(tasks, backbone.tokenizer, config, device, |addr| {
             println!(
                 "listening on http://{addr} ({n} tasks on {})",
                 model_dir.dir.display()
@@ -161,7 +159,7 @@ fn init_logging(format: LogFormat) {
 
 pub fn run(args: Args) -> Result<()> {
     init_logging(args.log_format);
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
     let mut adapters = Vec::new();
     for (name, path) in &args.adapters {
         if adapters

@@ -85,12 +85,14 @@ pub fn load_recipe(name_or_path: &str) -> Result<Recipe> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    pub model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Directory with train, valid and test splits, each .tsv (text<TAB>label, no header),
-    /// .csv (header row) or .jsonl (one object per line).
-    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
-    pub data: PathBuf,
+    /// .csv (header row) or .jsonl (one object per line). Default: the shipped reviews (see
+    /// `ptune --help`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     #[command(flatten)]
     pub fields: FieldArgs,
     /// Built-in recipe (`seed`: the published one; `quick`) or a TOML file.
@@ -208,8 +210,18 @@ impl RunArgs {
         Ok(c)
     }
 
+    /// The model directory: `--model`, or the default.
+    pub fn model_path(&self) -> Result<PathBuf> {
+        super::model_or_default(&self.model)
+    }
+
+    /// The data directory: `--data`, or the default.
+    pub fn data_path(&self) -> Result<PathBuf> {
+        super::data_or_default(&self.data)
+    }
+
     pub fn data_files(&self) -> Result<DataFiles> {
-        DataFiles::find(&self.data, self.fields.fields()?)
+        DataFiles::find(&self.data_path()?, self.fields.fields()?)
     }
 
     /// The run of `config` on `model` and `data`, in `run`, on this command line's backend.
@@ -310,7 +322,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", method.name(), config.seed)));
     prepare_run_dir(&RunDir::new(&out), args.resume, args.force)?;
-    let model = super::open_model(&args.run.model)?;
+    let model = super::open_model(&args.run.model_path()?)?;
     let spec = args.run.spec(
         config,
         model,

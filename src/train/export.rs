@@ -11,7 +11,7 @@ use crate::model::ModelDir;
 use crate::model::deep_prompt::DeepPrompt;
 use crate::model::prompt_encoder::load_prompt_encoder;
 use crate::model::weights::to_host;
-use crate::prompt::Template;
+use crate::prompt::PromptSpec;
 
 /// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once), of a
 /// `ptune-v2` run (its best deep prompts folded into the prefix matrix, its prompt encoder if
@@ -27,7 +27,8 @@ pub fn export_run<B: Backend>(
     let run_dir = run.root();
     let lm = model_dir.load::<B>(device)?;
     let tokenizer = model_dir.tokenizer()?;
-    let template = Template::parse(&config.template, &tokenizer)?;
+    let PromptSpec { template, .. } =
+        PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
     let best = |file: &str| run.best_file(file);
     let trained_prompts = |_: ()| -> Result<Vec<f32>> {
         let path = best("prompt_encoder.safetensors")?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::data::{Example, Fields, Format, read_split};
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
-use crate::prompt::{Encoded, Template, Verbalizer};
+use crate::prompt::{Encoded, PromptSpec, Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
 use super::config::{Method, TrainConfig};
@@ -75,8 +75,10 @@ pub struct Prepared {
 impl Prepared {
     pub fn load(config: &TrainConfig, model: &ModelDir, data: &DataFiles) -> Result<Self> {
         let tokenizer = model.tokenizer()?;
-        let template = Template::parse(&config.template, &tokenizer)?;
-        let verbalizer = Verbalizer::parse(&config.labels, &tokenizer, template.n_mask())?;
+        let PromptSpec {
+            template,
+            verbalizer,
+        } = PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
         if config.max_len > model.config.max_position_embeddings {
             return Err(Error::invalid(format!(
                 "max_len {} exceeds the model's max_position_embeddings {}",
