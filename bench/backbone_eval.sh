@@ -9,4 +9,4 @@ M=$1; OUT=$2; SEEDS=${3:-42,43,44}
 BIN=${BIN:-target/release/ptune}
 mkdir -p "$OUT"
 $BIN train --method zeroshot --model "$M" --template "[MASK]满意。{text}" --out "$OUT/manual-zeroshot" --force --quiet
-$BIN compare --model "$M" --seeds "$SEEDS" --out "$OUT/compare" --quiet 2>&1 | tee "$OUT/compare.txt"
+$BIN compare --model "$M" --seeds "$SEEDS" --out "$OUT/compare" --force --quiet 2>&1 | tee "$OUT/compare.txt"

@@ -25,7 +25,7 @@ use crate::model::bert::BertForMaskedLM;
 use crate::model::deep_prompt::DeepPrompt;
 use crate::model::prompt_encoder::{PromptEncoder, PromptEncoderKind};
 use crate::model::tensors::{RawTensor, StorageDType, parse_safetensors, safetensors_bytes_as};
-use crate::prompt::{Template, Verbalizer};
+use crate::prompt::{PromptSpec, Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
 pub const FORMAT: &str = "ptune-adapter-v1";
@@ -255,6 +255,18 @@ impl Adapter {
         Ok(())
     }
 
+    /// The task on `backbone`, once its fingerprint is checked: the adapter file at `path`
+    /// must have been made for this backbone.
+    pub fn attach<B: Backend>(
+        &self,
+        path: &Path,
+        backbone: &Backbone<B>,
+        device: &B::Device,
+    ) -> Result<Task<B>> {
+        self.check_backbone(path, &backbone.fingerprint, &backbone.dir)?;
+        self.task(&backbone.lm, &backbone.tokenizer, device)
+    }
+
     /// The task, ready to run on a shared backbone.
     pub fn task<B: Backend>(
         &self,
@@ -262,8 +274,10 @@ impl Adapter {
         tokenizer: &BertTokenizer,
         device: &B::Device,
     ) -> Result<Task<B>> {
-        let template = Template::parse(&self.info.template, tokenizer)?;
-        let verbalizer = Verbalizer::parse(&self.info.labels, tokenizer, template.n_mask())?;
+        let PromptSpec {
+            template,
+            verbalizer,
+        } = PromptSpec::parse(&self.info.template, &self.info.labels, tokenizer)?;
         if template.n_pseudo() != self.info.n_prompts {
             return Err(Error::invalid(format!(
                 "adapter: template has {} pseudo tokens but {} vectors",
@@ -364,6 +378,29 @@ impl Adapter {
     }
 }
 
+/// A loaded backbone that adapters attach to: the LM, its tokenizer and its [`fingerprint`].
+pub struct Backbone<B: Backend> {
+    /// The model directory (for messages).
+    pub dir: std::path::PathBuf,
+    pub lm: BertForMaskedLM<B>,
+    pub tokenizer: BertTokenizer,
+    pub fingerprint: String,
+}
+
+impl<B: Backend> Backbone<B> {
+    pub fn load(model_dir: &ModelDir, device: &B::Device) -> Result<Self> {
+        let tokenizer = model_dir.tokenizer()?;
+        let lm = model_dir.load::<B>(device)?;
+        let fingerprint = fingerprint(model_dir, &lm)?;
+        Ok(Backbone {
+            dir: model_dir.dir.clone(),
+            lm,
+            tokenizer,
+            fingerprint,
+        })
+    }
+}
+
 /// One classification task on a (shared) backbone: clones of a module share weight storage.
 #[derive(Debug, Clone)]
 pub struct Task<B: Backend> {
@@ -413,9 +450,5 @@ impl<B: crate::model::kernels::Kernels> Task<B> {
                 truncated: e.truncated,
             })
             .collect())
-    }
-
-    pub fn n_params(&self) -> usize {
-        self.classifier.prompt_params()
     }
 }

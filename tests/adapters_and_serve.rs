@@ -548,7 +548,8 @@ fn adapter_for_another_backbone_is_refused() {
         "好",
     ]);
     assert_clean_error(&out, &["zs.adapter", "another backbone"]);
-    // a fine-tuned run is not an adapter
+    // a run directory that does not exist has no config.toml (the refusal of a real
+    // fine-tuned run is tested in defaults_and_runs.rs)
     let out = ptune(&[
         "export",
         "--run",

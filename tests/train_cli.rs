@@ -341,6 +341,31 @@ fn compare_prints_one_table_and_writes_a_plot() {
     ] {
         assert!(out.path().join(f).is_file(), "missing {f}");
     }
+    // the output directory now holds results: a second compare is refused without --force
+    // (it used to delete them silently), before anything is computed
+    let again = [
+        "compare",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+        "--methods",
+        "zeroshot",
+        "--max-len",
+        "64",
+    ];
+    assert_clean_error(&ptune(&again), &["is not empty", "--force"]);
+    assert!(out.path().join("ptune-seed42/metrics.jsonl").is_file());
+    let mut forced = again.to_vec();
+    forced.push("--force");
+    let o = ptune(&forced);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.path().join("zeroshot-seed42/metrics.jsonl").is_file());
+    assert!(
+        !out.path().join("ptune-seed42").exists(),
+        "--force replaces the directory"
+    );
 }
 
 /// Regression: `--resume` after the data (or the backbone) changed on disk resumed silently.

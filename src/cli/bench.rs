@@ -6,17 +6,19 @@ use std::path::PathBuf;
 use ptune::classifier::PromptClassifier;
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
-use ptune::train::{DataFiles, Method, Recipe, RunSpec};
+use ptune::train::{DataFiles, Method, Recipe, RunDir, RunSpec, Silent};
 
 use super::{BackendArgs, Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
-    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
-    data: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Data directory (train.tsv, valid.tsv). Default: the shipped reviews (see `ptune --help`).
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
@@ -33,35 +35,54 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "forward,eval,ptune,finetune"
     )]
-    what: Vec<String>,
+    what: Vec<What>,
     #[command(flatten)]
     backend: BackendArgs,
 }
 
-struct Bench(Args, ModelDir);
+/// A `bench --what` measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum What {
+    Forward,
+    Eval,
+    Ptune,
+    Finetune,
+}
+
+impl What {
+    fn name(self) -> &'static str {
+        match self {
+            What::Forward => "forward",
+            What::Eval => "eval",
+            What::Ptune => "ptune",
+            What::Finetune => "finetune",
+        }
+    }
+}
+
+struct Bench(Args, ModelDir, PathBuf);
 
 impl Job for Bench {
     type Output = ();
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
-        let Bench(a, model_dir) = self;
+        let Bench(a, model_dir, data) = self;
         let recipe = Recipe::load("seed")?;
-        for what in &a.what {
-            match what.as_str() {
-                "forward" | "eval" => {
+        for &what in &a.what {
+            match what {
+                What::Forward | What::Eval => {
                     let mut config = recipe.resolve(Method::Zeroshot)?;
                     config.max_len = a.max_len;
                     let tokenizer = model_dir.tokenizer()?;
-                    let template = ptune::prompt::Template::parse(&config.template, &tokenizer)?;
-                    let verbalizer = ptune::prompt::Verbalizer::parse(
+                    let ptune::prompt::PromptSpec {
+                        template,
+                        verbalizer,
+                    } = ptune::prompt::PromptSpec::parse(
+                        &config.template,
                         &config.labels,
                         &tokenizer,
-                        template.n_mask(),
                     )?;
-                    let mut rows = ptune::data::read_tsv(
-                        &a.data.join("valid.tsv"),
-                        &verbalizer.classes,
-                        false,
-                    )?;
+                    let mut rows =
+                        ptune::data::read_tsv(&data.join("valid.tsv"), &verbalizer.classes, false)?;
                     rows.truncate(a.rows.unwrap_or(usize::MAX));
                     let encoded = rows
                         .iter()
@@ -69,7 +90,7 @@ impl Job for Bench {
                         .collect::<Result<Vec<_>>>()?;
                     let model =
                         PromptClassifier::new(model_dir.load::<B::InnerBackend>(&device)?, None);
-                    let order = if what == "forward" {
+                    let order = if what == What::Forward {
                         ptune::bench::BatchOrder::FileOrder
                     } else {
                         ptune::bench::BatchOrder::LengthSorted
@@ -85,8 +106,8 @@ impl Job for Bench {
                     );
                     println!("{}", serde_json::to_string(&t).expect("json"));
                 }
-                "ptune" | "finetune" => {
-                    let method = if what == "ptune" {
+                What::Ptune | What::Finetune => {
+                    let method = if what == What::Ptune {
                         Method::Ptune
                     } else {
                         Method::Finetune
@@ -100,8 +121,8 @@ impl Job for Bench {
                     let tmp =
                         std::env::temp_dir().join(format!("ptune-bench-{}", std::process::id()));
                     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                    let small: String = std::fs::read_to_string(a.data.join("valid.tsv"))
-                        .map_err(|e| Error::io(a.data.join("valid.tsv"), e))?
+                    let small: String = std::fs::read_to_string(data.join("valid.tsv"))
+                        .map_err(|e| Error::io(data.join("valid.tsv"), e))?
                         .lines()
                         .take(8)
                         .map(|l| format!("{l}\n"))
@@ -111,31 +132,25 @@ impl Job for Bench {
                         config,
                         model: model_dir.clone(),
                         data: DataFiles {
-                            train: a.data.join("train.tsv"),
+                            train: data.join("train.tsv"),
                             valid: tmp.join("small.tsv"),
                             test: tmp.join("small.tsv"),
                             fields: Default::default(),
                         },
-                        out_dir: tmp.join("run"),
+                        run: RunDir::new(tmp.join("run")),
                         resume: false,
-                        progress: false,
                         micro_batches: a.backend.micro_batches(),
                     };
-                    let summary = ptune::train::train::<B>(&spec, &device);
+                    let summary = ptune::train::train::<B>(&spec, &mut Silent, &device);
                     let _ = std::fs::remove_dir_all(&tmp);
                     let s = summary?;
                     let line = serde_json::json!({
-                        "what": format!("{what} training steps"),
+                        "what": format!("{} training steps", what.name()),
                         "steps": s.steps,
                         "seconds": s.train_seconds,
                         "examples_per_s": s.examples_per_s,
                     });
                     println!("{line}");
-                }
-                other => {
-                    return Err(Error::invalid(format!(
-                        "--what: unknown measurement \"{other}\" (forward, eval, ptune, finetune)"
-                    )));
                 }
             }
         }
@@ -144,7 +159,8 @@ impl Job for Bench {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
+    let data = super::data_or_default(&args.data)?;
     let backend = args.backend.clone();
-    run_job(&backend, Bench(args, model))
+    run_job(&backend, Bench(args, model, data))
 }

@@ -1,19 +1,19 @@
 //! `ptune compare`: zero-shot, fine-tuning and P-tuning on the same few-shot split, one table.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ptune::error::{Error, Result, write_atomic};
 use ptune::train::plot::{Series, write_curves};
-use ptune::train::{EpochRecord, Method, Prepared, RunSpec, Summary};
+use ptune::train::{Method, Prepared, RunDir, RunSpec, Summary, train_prepared};
 
-use super::train::RunArgs;
+use super::train::{MethodArg, RunArgs};
 use super::{Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// `quick` (about 2 minutes on 2 cores) or `seed` (the full published recipe).
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = "quick", conflicts_with = "recipe")]
     profile: String,
     /// Methods to run, in order.
     #[arg(
@@ -21,28 +21,34 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "zeroshot,finetune,ptune,ptune-v2"
     )]
-    methods: Vec<Method>,
+    methods: Vec<MethodArg>,
     /// Seeds (each method runs once per seed; the table shows the mean and spread).
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<u64>,
-    /// Output directory (replaced).
+    /// Output directory (default runs/compare-<profile>); one that is not empty is refused
+    /// unless --force.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace the output directory and everything in it.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     run: RunArgs,
 }
 
 struct CompareJob {
     specs: Vec<RunSpec>,
+    quiet: bool,
 }
 
 impl Job for CompareJob {
     type Output = Vec<(RunSpec, Summary)>;
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output> {
         let mut out = Vec::new();
+        let mut reporter = super::progress::reporter(self.quiet);
         for spec in self.specs {
             let prepared = Prepared::load(&spec.config, &spec.model, &spec.data)?;
-            if spec.progress {
+            if !self.quiet {
                 eprintln!(
                     "== {} (seed {}, {} few-shot examples, template \"{}\")",
                     spec.config.method.name(),
@@ -51,11 +57,26 @@ impl Job for CompareJob {
                     spec.config.template
                 );
             }
-            let summary = ptune::train::trainer::train_prepared::<B>(&spec, &prepared, &device)?;
+            let summary = train_prepared::<B>(&spec, &prepared, reporter.as_mut(), &device)?;
             out.push((spec, summary));
         }
         Ok(out)
     }
+}
+
+/// The output directory's rule: one that holds anything is replaced only with `--force`.
+fn prepare_out_dir(out: &Path, force: bool) -> Result<()> {
+    let holds_files = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files && !force {
+        return Err(Error::invalid(format!(
+            "{} is not empty: pass --force to replace it",
+            out.display()
+        )));
+    }
+    if force {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    Ok(())
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -79,7 +100,8 @@ fn fmt_stat(v: &[f64], digits: usize) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.methods.is_empty() {
+    let methods: Vec<Method> = args.methods.iter().map(|&m| m.into()).collect();
+    if methods.is_empty() {
         return Err(Error::invalid("--methods is empty"));
     }
     let profile = args.run.recipe.clone().unwrap_or(args.profile.clone());
@@ -87,14 +109,14 @@ pub fn run(args: Args) -> Result<()> {
         recipe: Some(profile.clone()),
         ..args.run.clone()
     };
-    let model = super::open_model(&run_args.model)?;
+    let model = super::open_model(&run_args.model_path()?)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/compare-{}", profile.replace(['/', '.'], "_")))
     });
     let data = run_args.data_files()?;
-    let _ = std::fs::remove_dir_all(&out);
+    prepare_out_dir(&out, args.force)?;
     let mut specs = Vec::new();
-    for &method in &args.methods {
+    for &method in &methods {
         let base = run_args.config(method, &profile)?;
         let seeds = if args.seeds.is_empty() {
             vec![base.seed]
@@ -110,18 +132,12 @@ pub fn run(args: Args) -> Result<()> {
         for seed in seeds {
             let mut config = base.clone();
             config.seed = seed;
-            specs.push(RunSpec {
-                out_dir: out.join(format!("{}-seed{seed}", method.name())),
-                config,
-                model: model.clone(),
-                data: data.clone(),
-                resume: false,
-                progress: !run_args.quiet,
-                micro_batches: run_args.backend.micro_batches(),
-            });
+            let run = RunDir::new(out.join(format!("{}-seed{seed}", method.name())));
+            specs.push(run_args.spec(config, model.clone(), data.clone(), run, false));
         }
     }
-    let results = run_job(&run_args.backend, CompareJob { specs })?;
+    let quiet = run_args.quiet;
+    let results = run_job(&run_args.backend, CompareJob { specs, quiet })?;
 
     let mut table = String::new();
     let _ = writeln!(
@@ -131,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut series = Vec::new();
     let mut json = Vec::new();
-    for &method in &args.methods {
+    for &method in &methods {
         let rs: Vec<&(RunSpec, Summary)> = results
             .iter()
             .filter(|(s, _)| s.config.method == method)
@@ -156,12 +172,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         for (spec, s) in &rs {
             json.push(serde_json::json!({ "seed": spec.config.seed, "summary": s, "config": spec.config }));
-            let metrics = std::fs::read_to_string(spec.out_dir.join("metrics.jsonl"))
-                .map_err(|e| Error::io(spec.out_dir.join("metrics.jsonl"), e))?;
-            let history: Vec<EpochRecord> = metrics
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+            let history = spec.run.read_metrics()?;
             series.push(Series {
                 label: format!("{} seed {} (valid)", method.name(), spec.config.seed),
                 points: history
@@ -174,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
     let header = format!(
         "ptune compare — profile `{profile}`, model {}, data {}; model selection on valid\n\n",
         model.dir.display(),
-        run_args.data.display()
+        run_args.data_path()?.display()
     );
     print!("\n{header}{table}");
     write_atomic(

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use ptune::error::Result;
 use ptune::model::ModelDir;
 use ptune::model::tensors::StorageDType;
+use ptune::train::RunDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,16 +30,17 @@ pub struct Args {
 
 struct Export(Args, ModelDir);
 
-impl Job for Export {
+impl InferJob for Export {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Export(a, model) = self;
-        let adapter = ptune::train::export::export_run::<B::InnerBackend>(&a.run, &model, &device)?;
-        if let Some(info) = ptune::train::run_info::RunInfo::read(&a.run)?
+        let run = RunDir::new(&a.run);
+        let adapter = ptune::train::export::export_run::<B>(&run, &model, &device)?;
+        if let Some(info) = run.read_info()?
             && info.backbone != adapter.info.backbone
         {
             return Err(ptune::Error::file(
-                a.run.join(ptune::train::run_info::FILE),
+                run.run_info_path(),
                 format!(
                     "the run was trained on {} (fingerprint {}…), not on {} — pass that backbone as --model",
                     info.model.display(),
@@ -74,15 +76,15 @@ impl Job for Export {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recorded = ptune::train::run_info::RunInfo::read(&args.run)?;
+    let recorded = RunDir::new(&args.run).read_info()?;
     let model_path = match (&args.model, &recorded) {
         (Some(m), _) => m.clone(),
         (None, Some(info)) => info.model.clone(),
-        (None, None) => super::default_model(),
+        (None, None) => super::model_or_default(&None)?,
     };
     let model = super::open_model(&model_path)?;
     let backend = args.backend.clone();
-    run_job(&backend, Export(args, model))
+    run_infer_job(&backend, Export(args, model))
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<StorageDType, String> {

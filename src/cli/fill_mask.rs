@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use ptune::error::Result;
 use ptune::model::fill_mask::fill_mask;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Text with one or more [MASK] tokens.
     text: String,
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     top_k: usize,
     /// Print JSON instead of a table.
@@ -25,13 +26,13 @@ pub struct Args {
 
 struct FillMask(Args);
 
-impl Job for FillMask {
+impl InferJob for FillMask {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let dir = super::open_model(&a.model)?;
+        let dir = super::open_model(&super::model_or_default(&a.model)?)?;
         let tokenizer = dir.tokenizer()?;
-        let model = dir.load::<B::InnerBackend>(&device)?;
+        let model = dir.load::<B>(&device)?;
         let preds = fill_mask(&model, &tokenizer, &a.text, a.top_k, &device)?;
         if a.json {
             println!("{}", serde_json::to_string(&preds).expect("serialisable"));
@@ -48,5 +49,5 @@ impl Job for FillMask {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    run_job(&args.backend.clone(), FillMask(args))
+    run_infer_job(&args.backend.clone(), FillMask(args))
 }

@@ -7,27 +7,28 @@ use burn::module::Module;
 use ptune::error::Result;
 use ptune::model::ModelDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Hugging Face model directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin),
     /// or a Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
 }
 
 struct Inspect(ModelDir);
 
-impl Job for Inspect {
+impl InferJob for Inspect {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let dir = self.0;
         let c = &dir.config;
         let tokenizer = dir.tokenizer()?;
-        let model = dir.load::<B::InnerBackend>(&device)?;
+        let model = dir.load::<B>(&device)?;
         println!("model      {}", dir.dir.display());
         println!(
             "config     {} layers, hidden {}, {} heads, intermediate {}, vocab {}, max positions {}, type vocab {}, act {:?}, eps {:e}, dropout {}/{}",
@@ -80,6 +81,6 @@ impl Job for Inspect {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = super::open_model(&args.model)?;
-    run_job(&args.backend, Inspect(dir))
+    let dir = super::open_model(&super::model_or_default(&args.model)?)?;
+    run_infer_job(&args.backend, Inspect(dir))
 }

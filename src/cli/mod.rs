@@ -8,6 +8,7 @@ mod fill_mask;
 mod inspect;
 mod predict;
 mod pretrain;
+mod progress;
 mod selftest;
 mod serve;
 mod train;
@@ -16,13 +17,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use backend::{BackendArgs, Job, run_job};
+pub use backend::{BackendArgs, InferJob, Job, run_infer_job, run_job};
 
 #[derive(Parser)]
 #[command(
     name = "ptune",
     version,
-    about = "Few-shot text classification with BERT masked LMs by P-tuning"
+    about = "Few-shot text classification with BERT masked LMs by P-tuning",
+    after_help = DEFAULTS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -78,22 +80,50 @@ pub fn main() -> i32 {
     }
 }
 
-/// A path shipped in `assets/`: relative to the working directory when it exists there
-/// (running from a checkout), else next to the sources this binary was built from.
-pub fn asset_path(rel: &str) -> PathBuf {
-    let local = PathBuf::from(rel);
-    if local.exists() {
-        return local;
+/// Where a default model or data set is looked for, in this order (the first that exists
+/// wins): `$PTUNE_HOME/<rel>`, `./<rel>` (the working directory), and `<rel>` in the source
+/// tree this binary was built from (last, so that `cargo run` works anywhere in a checkout).
+/// None existing is an error naming every place tried and `flag`.
+pub fn asset_path(rel: &str, flag: &str) -> ptune::error::Result<PathBuf> {
+    let mut tried = Vec::new();
+    if let Some(home) = std::env::var_os("PTUNE_HOME") {
+        tried.push(PathBuf::from(home).join(rel));
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    tried.push(PathBuf::from(rel));
+    tried.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel));
+    if let Some(found) = tried.iter().find(|p| p.exists()) {
+        return Ok(found.clone());
+    }
+    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(ptune::Error::invalid(format!(
+        "no {rel} found (tried {}): pass {flag} or set PTUNE_HOME to a directory holding {rel}",
+        list.join(", ")
+    )))
 }
 
 pub const DEFAULT_MODEL: &str = "assets/models/zh-mini";
 pub const DEFAULT_DATA: &str = "assets/data/reviews";
 
-pub fn default_model() -> PathBuf {
-    asset_path(DEFAULT_MODEL)
+/// `--model`'s value, or the default model ([`asset_path`]).
+pub fn model_or_default(flag: &Option<PathBuf>) -> ptune::error::Result<PathBuf> {
+    match flag {
+        Some(p) => Ok(p.clone()),
+        None => asset_path(DEFAULT_MODEL, "--model"),
+    }
 }
+
+/// `--data`'s value, or the default data ([`asset_path`]).
+pub fn data_or_default(flag: &Option<PathBuf>) -> ptune::error::Result<PathBuf> {
+    match flag {
+        Some(p) => Ok(p.clone()),
+        None => asset_path(DEFAULT_DATA, "--data"),
+    }
+}
+
+/// How defaults are found, for `--help`.
+const DEFAULTS_HELP: &str = "Default model and data (when --model / --data are not given): \
+assets/models/zh-mini and assets/data/reviews, looked for in $PTUNE_HOME, then in the working \
+directory, then in the source tree the binary was built from.";
 
 /// Opens the model a `--model`/`--init` value names: a local directory, or a Hugging Face Hub
 /// name `ORG/NAME[@REVISION]` resolved through the Hub cache (settings from the environment:

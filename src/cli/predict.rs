@@ -3,12 +3,12 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use ptune::adapter::{Adapter, fingerprint};
+use ptune::adapter::{Adapter, Backbone};
 use ptune::data::{Fields, Format as DataFormat, Labels, parse_records};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Format {
@@ -23,8 +23,9 @@ pub struct Args {
     /// Texts to classify (or use --input).
     texts: Vec<String>,
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Adapter file written by `ptune export`.
     #[arg(long)]
     adapter: PathBuf,
@@ -103,14 +104,13 @@ fn read_texts(args: &Args) -> Result<Vec<(String, Option<String>)>> {
 
 struct Predict(Args, ModelDir, Adapter, Vec<(String, Option<String>)>);
 
-impl Job for Predict {
+impl InferJob for Predict {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Predict(a, model_dir, adapter, texts) = self;
-        let tokenizer = model_dir.tokenizer()?;
-        let lm = model_dir.load::<B::InnerBackend>(&device)?;
-        adapter.check_backbone(&a.adapter, &fingerprint(&model_dir, &lm)?, &model_dir.dir)?;
-        let task = adapter.task(&lm, &tokenizer, &device)?;
+        let backbone = Backbone::<B>::load(&model_dir, &device)?;
+        let task = adapter.attach(&a.adapter, &backbone, &device)?;
+        let tokenizer = backbone.tokenizer;
         // a text of nothing but characters the tokenizer drops would be classified on the
         // template alone: refuse it like an empty one
         let tokenless = |t: &str| tokenizer.tokenize(t).is_empty();
@@ -177,8 +177,8 @@ impl Job for Predict {
 
 pub fn run(args: Args) -> Result<()> {
     let texts = read_texts(&args)?;
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
     let adapter = Adapter::read(&args.adapter)?;
     let backend = args.backend.clone();
-    run_job(&backend, Predict(args, model, adapter, texts))
+    run_infer_job(&backend, Predict(args, model, adapter, texts))
 }

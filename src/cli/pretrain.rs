@@ -160,10 +160,10 @@ pub fn run(args: Args) -> Result<()> {
             Start::From(super::open_model(dir).map_err(|e| Error::invalid(format!("--init: {e}")))?)
         }
         (None, config_file) => {
-            let vocab_file = args
-                .vocab
-                .clone()
-                .unwrap_or_else(|| super::default_model().join("vocab.txt"));
+            let vocab_file = match &args.vocab {
+                Some(v) => v.clone(),
+                None => super::model_or_default(&None)?.join("vocab.txt"),
+            };
             let vocab_size =
                 ptune::tokenizer::BertTokenizer::from_vocab_file(&vocab_file, true)?.vocab_size();
             let config = match config_file {

@@ -10,9 +10,9 @@ use super::{BackendArgs, Job, run_job};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The shipped zh-mini (the reference values belong to it).
-    #[arg(long, default_value_os_t = super::asset_path("assets/models/zh-mini"))]
-    model: PathBuf,
+    /// The shipped zh-mini (the reference values belong to it). Default: see `ptune --help`.
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Write this device's training-step result as the new reference (maintainers, on CPU).
     #[arg(long)]
     write_reference: Option<PathBuf>,
@@ -41,7 +41,7 @@ impl Job for SelfTest {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
     let t0 = std::time::Instant::now();
     let checks = run_job(&args.backend, SelfTest(model, args.write_reference.clone()))?;
     let mut failed = 0;

@@ -5,21 +5,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ptune::adapter::{Adapter, fingerprint};
+use ptune::adapter::{Adapter, Backbone};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
 use ptune::serve::{Batching, ServeConfig, TaskInfo, serve};
 
-use super::{BackendArgs, Job, run_job};
+use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// A task: NAME=ADAPTER_FILE (repeat for more tasks).
-    #[arg(long = "adapter", required = true)]
-    adapters: Vec<String>,
+    #[arg(long = "adapter", required = true, value_parser = parse_task)]
+    adapters: Vec<(String, PathBuf)>,
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -76,17 +77,14 @@ enum LogFormat {
 
 struct Serve(Args, ModelDir, Vec<(String, PathBuf, Adapter)>);
 
-impl Job for Serve {
+impl InferJob for Serve {
     type Output = ();
-    fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: ptune::model::Kernels>(self, device: B::Device) -> Result<()> {
         let Serve(a, model_dir, adapters) = self;
-        let tokenizer = model_dir.tokenizer()?;
-        let lm = model_dir.load::<B::InnerBackend>(&device)?;
-        let backbone = fingerprint(&model_dir, &lm)?;
+        let backbone = Backbone::<B>::load(&model_dir, &device)?;
         let mut tasks = Vec::new();
         for (name, path, adapter) in adapters {
-            adapter.check_backbone(&path, &backbone, &model_dir.dir)?;
-            let task = adapter.task(&lm, &tokenizer, &device)?;
+            let task = adapter.attach(&path, &backbone, &device)?;
             let info = TaskInfo {
                 name,
                 classes: task.verbalizer.classes.clone(),
@@ -126,7 +124,7 @@ impl Job for Serve {
             );
         }
         let n = tasks.len();
-        serve(tasks, tokenizer, config, device, |addr| {
+        serve(tasks, backbone.tokenizer, config, device, |addr| {
             println!(
                 "listening on http://{addr} ({n} tasks on {})",
                 model_dir.dir.display()
@@ -161,13 +159,9 @@ fn init_logging(format: LogFormat) {
 
 pub fn run(args: Args) -> Result<()> {
     init_logging(args.log_format);
-    let model = super::open_model(&args.model)?;
+    let model = super::open_model(&super::model_or_default(&args.model)?)?;
     let mut adapters = Vec::new();
-    for spec in &args.adapters {
-        let (name, file) = spec
-            .split_once('=')
-            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
-            .ok_or_else(|| Error::invalid(format!("--adapter \"{spec}\": expected NAME=FILE")))?;
+    for (name, path) in &args.adapters {
         if adapters
             .iter()
             .any(|(n, _, _): &(String, PathBuf, Adapter)| n == name)
@@ -176,10 +170,17 @@ pub fn run(args: Args) -> Result<()> {
                 "--adapter: task name \"{name}\" given twice"
             )));
         }
-        let path = PathBuf::from(file);
-        let adapter = Adapter::read(&path)?;
-        adapters.push((name.to_string(), path, adapter));
+        let adapter = Adapter::read(path)?;
+        adapters.push((name.clone(), path.clone(), adapter));
     }
     let backend = args.backend.clone();
-    run_job(&backend, Serve(args, model, adapters))
+    run_infer_job(&backend, Serve(args, model, adapters))
+}
+
+/// `--adapter NAME=FILE`.
+fn parse_task(spec: &str) -> std::result::Result<(String, PathBuf), String> {
+    spec.split_once('=')
+        .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        .map(|(n, f)| (n.to_string(), PathBuf::from(f)))
+        .ok_or_else(|| format!("\"{spec}\": expected NAME=FILE"))
 }

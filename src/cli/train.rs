@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use ptune::classifier::Head;
 use ptune::data::{FewShot, Fields, MlmAugment};
 use ptune::error::{Error, Result};
+use ptune::model::ModelDir;
 use ptune::model::deep_prompt::Reparam;
 use ptune::model::prefix_init::PrefixInit;
 use ptune::model::prompt_encoder::PromptEncoderKind;
 use ptune::train::config::Schedule;
-use ptune::train::{DataFiles, Method, Recipe, RunSpec, TrainConfig};
+use ptune::train::run_dir::HoldsRun;
+use ptune::train::{DataFiles, Method, Recipe, Reporter, RunDir, RunSpec, Start, TrainConfig};
 
 use super::{BackendArgs, Job, run_job};
 
@@ -46,16 +48,52 @@ impl FieldArgs {
     }
 }
 
+/// `--method` values: the command line's mirror of [`Method`] (clap stays in `cli/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Frozen LM; only the prompt encoder trains (add `tune_lm` to train both).
+    Ptune,
+    /// Every LM weight trains; pseudo tokens are plain `[unusedK]` tokens.
+    Finetune,
+    /// No training: the template and label words on the pretrained LM.
+    Zeroshot,
+    /// Deep prompts (P-tuning v2): frozen LM; trainable keys and values in every layer (and
+    /// the prompt encoder when the template has `[P]` tokens, and a linear head if asked).
+    #[value(name = "ptune-v2")]
+    PtuneV2,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Ptune => Method::Ptune,
+            MethodArg::Finetune => Method::Finetune,
+            MethodArg::Zeroshot => Method::Zeroshot,
+            MethodArg::PtuneV2 => Method::PtuneV2,
+        }
+    }
+}
+
+/// A recipe by name or path, with the flag that named it in the error.
+pub fn load_recipe(name_or_path: &str) -> Result<Recipe> {
+    Recipe::load(name_or_path).map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("--recipe: {m}")),
+        e => e,
+    })
+}
+
 /// Settings shared by `train` and `compare`: where things are and what to override.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
     /// Model directory, or a Hugging Face Hub name ORG/NAME[@REVISION] (downloaded into the Hub cache).
-    #[arg(long, default_value_os_t = super::default_model())]
-    pub model: PathBuf,
+    /// Default: the shipped zh-mini (see `ptune --help`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Directory with train, valid and test splits, each .tsv (text<TAB>label, no header),
-    /// .csv (header row) or .jsonl (one object per line).
-    #[arg(long, default_value_os_t = super::asset_path(super::DEFAULT_DATA))]
-    pub data: PathBuf,
+    /// .csv (header row) or .jsonl (one object per line). Default: the shipped reviews (see
+    /// `ptune --help`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     #[command(flatten)]
     pub fields: FieldArgs,
     /// Built-in recipe (`seed`: the published one; `quick`) or a TOML file.
@@ -129,7 +167,7 @@ impl RunArgs {
     /// The recipe's configuration for `method`, with this command line's overrides.
     pub fn config(&self, method: Method, default_recipe: &str) -> Result<TrainConfig> {
         let mut c =
-            Recipe::load(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
+            load_recipe(self.recipe.as_deref().unwrap_or(default_recipe))?.resolve(method)?;
         macro_rules! set {
             ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = self.$arg { c.$field = v; })* };
         }
@@ -180,8 +218,37 @@ impl RunArgs {
         Ok(c)
     }
 
+    /// The model directory: `--model`, or the default.
+    pub fn model_path(&self) -> Result<PathBuf> {
+        super::model_or_default(&self.model)
+    }
+
+    /// The data directory: `--data`, or the default.
+    pub fn data_path(&self) -> Result<PathBuf> {
+        super::data_or_default(&self.data)
+    }
+
     pub fn data_files(&self) -> Result<DataFiles> {
-        DataFiles::find(&self.data, self.fields.fields()?)
+        DataFiles::find(&self.data_path()?, self.fields.fields()?)
+    }
+
+    /// The run of `config` on `model` and `data`, in `run`, on this command line's backend.
+    pub fn spec(
+        &self,
+        config: TrainConfig,
+        model: ModelDir,
+        data: DataFiles,
+        run: RunDir,
+        resume: bool,
+    ) -> RunSpec {
+        RunSpec {
+            config,
+            model,
+            data,
+            run,
+            resume,
+            micro_batches: self.backend.micro_batches(),
+        }
     }
 }
 
@@ -190,7 +257,7 @@ pub struct Args {
     /// ptune (frozen LM, prompt encoder trains), ptune-v2 (frozen LM, deep prompts in every
     /// layer), finetune (all LM weights) or zeroshot.
     #[arg(long, value_enum, default_value = "ptune")]
-    method: Method,
+    method: MethodArg,
     /// With ptune: train the LM together with the prompt encoder.
     #[arg(long)]
     tune_lm: bool,
@@ -207,47 +274,37 @@ pub struct Args {
     run: RunArgs,
 }
 
-struct TrainJob(RunSpec);
+struct TrainJob(RunSpec, Box<dyn Reporter>);
 
 impl Job for TrainJob {
     type Output = ptune::train::Summary;
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Self::Output> {
-        ptune::train::train::<B>(&self.0, &device)
+        let TrainJob(spec, mut reporter) = self;
+        ptune::train::train::<B>(&spec, reporter.as_mut(), &device)
     }
 }
 
-/// Refuses to overwrite an existing run unless asked to.
-pub fn prepare_out_dir(out: &std::path::Path, resume: bool, force: bool) -> Result<()> {
-    let has_run = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
-    if has_run && !resume && !force {
-        return Err(Error::invalid(format!(
-            "{} already holds a run: pass --resume to continue it or --force to start over",
-            out.display()
-        )));
-    }
-    if force {
-        for p in [
-            "checkpoint",
-            "best",
-            "metrics.jsonl",
-            "summary.json",
-            "curve.svg",
-        ] {
-            let path = out.join(p);
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
-    }
-    Ok(())
+/// Whether a resumed run in `run` continues from a checkpoint.
+fn run_resumes(run: &RunDir) -> Result<bool> {
+    Ok(run.latest_checkpoint()?.is_some())
+}
+
+/// Refuses to overwrite an existing run unless asked to (`--resume`, `--force`).
+pub fn prepare_run_dir(run: &RunDir, resume: bool, force: bool) -> Result<()> {
+    run.prepare(Start::from_flags(resume, force))
+        .map_err(|HoldsRun(dir)| {
+            Error::invalid(format!(
+                "{} already holds a run: pass --resume to continue it or --force to start over",
+                dir.display()
+            ))
+        })
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut config = args.run.config(args.method, "seed")?;
+    let method = Method::from(args.method);
+    let mut config = args.run.config(method, "seed")?;
     config.tune_lm = args.tune_lm;
-    if args.tune_lm && args.method != Method::Ptune {
+    if args.tune_lm && method != Method::Ptune {
         return Err(Error::invalid("--tune-lm applies to --method ptune only"));
     }
     let deep_flags = [
@@ -258,31 +315,39 @@ pub fn run(args: Args) -> Result<()> {
     ];
     if let Some((flag, _)) = deep_flags
         .iter()
-        .find(|(_, given)| *given && args.method != Method::PtuneV2)
+        .find(|(_, given)| *given && method != Method::PtuneV2)
     {
         return Err(Error::invalid(format!(
             "{flag} applies to --method ptune-v2 only"
         )));
     }
-    if args.method == Method::Zeroshot && args.run.head.is_some() {
+    if method == Method::Zeroshot && args.run.head.is_some() {
         return Err(Error::invalid(
             "--head applies to trained methods, not zeroshot",
         ));
     }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/{}-seed{}", args.method.name(), config.seed))
-    });
-    prepare_out_dir(&out, args.resume, args.force)?;
-    let spec = RunSpec {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", method.name(), config.seed)));
+    prepare_run_dir(&RunDir::new(&out), args.resume, args.force)?;
+    let model = super::open_model(&args.run.model_path()?)?;
+    let spec = args.run.spec(
         config,
-        model: super::open_model(&args.run.model)?,
-        data: args.run.data_files()?,
-        out_dir: out.clone(),
-        resume: args.resume,
-        progress: !args.run.quiet,
-        micro_batches: args.run.backend.micro_batches(),
-    };
-    let s = run_job(&args.run.backend, TrainJob(spec))?;
+        model,
+        args.run.data_files()?,
+        RunDir::new(&out),
+        args.resume,
+    );
+    // checked here as well as by the library, to name the flag
+    if spec.resume && run_resumes(&spec.run)? && spec.run.config_differs(&spec.config)? {
+        return Err(Error::file(
+            spec.run.config_path(),
+            "--resume: this run was started with a different configuration",
+        ));
+    }
+    let reporter = super::progress::reporter(args.run.quiet);
+    let s = run_job(&args.run.backend, TrainJob(spec, reporter))?;
     println!(
         "{}: best valid {:.4} (epoch {}), test at best valid {:.4} (macro-F1 {:.4}), best test {:.4}; {} trainable params; {:.1} train ex/s; {:.0}s",
         s.method.name(),

@@ -56,14 +56,6 @@ impl FewShot {
         }
         Ok(chosen)
     }
-
-    pub fn describe(&self) -> String {
-        match self {
-            FewShot::Frac(f) => format!("frac {f}"),
-            FewShot::Shots(k) => format!("{k} shots per class"),
-            FewShot::All => "all rows".into(),
-        }
-    }
 }
 
 #[cfg(test)]

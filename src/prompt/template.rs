@@ -185,9 +185,6 @@ impl Template {
         })
     }
 
-    pub fn spec(&self) -> &str {
-        &self.spec
-    }
     pub fn n_pseudo(&self) -> usize {
         self.pseudo_ids.len()
     }

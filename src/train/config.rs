@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::Head;
 use crate::data::{FewShot, MlmAugment};
 use crate::error::{Error, Result};
+use crate::model::config::BertConfig;
 use crate::model::deep_prompt::Reparam;
 use crate::model::prefix_init::PrefixInit;
 use crate::model::prompt_encoder::PromptEncoderKind;
 
 /// What is trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Frozen LM; only the prompt encoder trains (add `tune_lm` to train both).
@@ -25,7 +26,6 @@ pub enum Method {
     /// Deep prompts (P-tuning v2): frozen LM; trainable keys and values in every layer (and
     /// the prompt encoder when the template has `[P]` tokens, and a linear head if asked).
     #[serde(rename = "ptune-v2")]
-    #[value(name = "ptune-v2")]
     PtuneV2,
 }
 
@@ -177,7 +177,7 @@ impl Recipe {
         if !path.is_file() {
             let names: Vec<&str> = BUILTIN_RECIPES.iter().map(|(n, _)| *n).collect();
             return Err(Error::invalid(format!(
-                "--recipe: \"{name_or_path}\" is neither a built-in recipe {names:?} nor a file"
+                "\"{name_or_path}\" is neither a built-in recipe {names:?} nor a file"
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -298,6 +298,26 @@ impl TrainConfig {
     /// Whether the LM's own weights train (fine-tuning, or P-tuning with `tune_lm`).
     pub fn lm_trains(&self) -> bool {
         self.method == Method::Finetune || (self.method == Method::Ptune && self.tune_lm)
+    }
+
+    /// Whether anything trains (every method but zero-shot).
+    pub fn trains(&self) -> bool {
+        self.method != Method::Zeroshot
+    }
+
+    /// Whether a prompt encoder produces the template's `n_pseudo` pseudo-token vectors
+    /// (P-tuning; deep prompts when the template has `[P]` tokens).
+    pub fn has_prompt_encoder(&self, n_pseudo: usize) -> bool {
+        self.method == Method::Ptune || (self.method == Method::PtuneV2 && n_pseudo > 0)
+    }
+
+    /// The backbone's configuration as this run uses it (dropout off with `no_dropout`).
+    pub fn lm_config(&self, backbone: &BertConfig) -> BertConfig {
+        if self.no_dropout {
+            backbone.clone().without_dropout()
+        } else {
+            backbone.clone()
+        }
     }
 
     pub fn to_toml(&self) -> String {

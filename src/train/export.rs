@@ -1,18 +1,17 @@
 //! Baking a run into an adapter file.
 
-use std::path::Path;
-
 use burn::tensor::backend::Backend;
 
-use super::config::{Method, TrainConfig};
+use super::config::Method;
+use super::run_dir::RunDir;
 use crate::adapter::{Adapter, AdapterInfo, fingerprint};
 use crate::classifier::Head;
-use crate::error::{Error, Result, read_file};
+use crate::error::{Error, Result};
 use crate::model::ModelDir;
 use crate::model::deep_prompt::DeepPrompt;
 use crate::model::host::to_host;
 use crate::model::prompt_encoder::load_prompt_encoder;
-use crate::prompt::Template;
+use crate::prompt::PromptSpec;
 
 /// The adapter of a `ptune` run (its best-on-valid prompt encoder, evaluated once), of a
 /// `ptune-v2` run (its best deep prompts folded into the prefix matrix, its prompt encoder if
@@ -20,28 +19,17 @@ use crate::prompt::Template;
 /// template's own `[unusedK]` embeddings). Fine-tuned runs change the backbone itself and
 /// cannot be adapters.
 pub fn export_run<B: Backend>(
-    run_dir: &Path,
+    run: &RunDir,
     model_dir: &ModelDir,
     device: &B::Device,
 ) -> Result<Adapter> {
-    let config_path = run_dir.join("config.toml");
-    let text = String::from_utf8(read_file(&config_path)?)
-        .map_err(|_| Error::file(&config_path, "not UTF-8"))?;
-    let config: TrainConfig =
-        toml::from_str(&text).map_err(|e| Error::file(&config_path, e.message().to_string()))?;
+    let config = run.read_config()?;
+    let run_dir = run.root();
     let lm = model_dir.load::<B>(device)?;
     let tokenizer = model_dir.tokenizer()?;
-    let template = Template::parse(&config.template, &tokenizer)?;
-    let best = |file: &str| -> Result<std::path::PathBuf> {
-        let path = run_dir.join("best").join(file);
-        if !path.is_file() {
-            return Err(Error::file(
-                &path,
-                "missing: the run has no best checkpoint yet",
-            ));
-        }
-        Ok(path)
-    };
+    let PromptSpec { template, .. } =
+        PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
+    let best = |file: &str| run.best_file(file);
     let trained_prompts = |_: ()| -> Result<Vec<f32>> {
         let path = best("prompt_encoder.safetensors")?;
         let encoder = load_prompt_encoder::<B>(&path, config.prompt_encoder, device)?;

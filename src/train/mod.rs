@@ -9,11 +9,17 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod prepare;
+pub mod report;
+pub mod run_dir;
 pub mod run_info;
+pub mod sampler;
+mod saved;
 pub mod step;
 pub mod trainer;
 
 pub use config::{Method, Recipe, TrainConfig};
 pub use metrics::Metrics;
 pub use prepare::{DataFiles, Prepared};
-pub use trainer::{EpochRecord, RunSpec, Summary, train, train_prepared};
+pub use report::{EpochRecord, Reporter, Silent, StepProgress, Summary};
+pub use run_dir::{RunDir, Start};
+pub use trainer::{RunSpec, train, train_prepared};

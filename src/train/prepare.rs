@@ -6,7 +6,7 @@ use crate::data::{Example, Fields, Format, read_split};
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
 use crate::model::prefix_init::PrefixInit;
-use crate::prompt::{Encoded, Template, Verbalizer};
+use crate::prompt::{Encoded, PromptSpec, Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
 use super::config::{Method, TrainConfig};
@@ -68,8 +68,6 @@ pub struct Prepared {
     pub tokenizer: BertTokenizer,
     pub template: Template,
     pub verbalizer: Verbalizer,
-    /// The few-shot training rows (before encoding), for reports.
-    pub fewshot: Vec<Example>,
     pub train: EncodedSplit,
     pub valid: EncodedSplit,
     pub test: EncodedSplit,
@@ -78,8 +76,10 @@ pub struct Prepared {
 impl Prepared {
     pub fn load(config: &TrainConfig, model: &ModelDir, data: &DataFiles) -> Result<Self> {
         let tokenizer = model.tokenizer()?;
-        let template = Template::parse(&config.template, &tokenizer)?;
-        let verbalizer = Verbalizer::parse(&config.labels, &tokenizer, template.n_mask())?;
+        let PromptSpec {
+            template,
+            verbalizer,
+        } = PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
         if config.max_len > model.config.max_position_embeddings {
             return Err(Error::invalid(format!(
                 "max_len {} exceeds the model's max_position_embeddings {}",
@@ -132,7 +132,6 @@ impl Prepared {
             train: encode(&fewshot)?,
             valid: encode(&valid)?,
             test: encode(&test)?,
-            fewshot,
             tokenizer,
             template,
             verbalizer,

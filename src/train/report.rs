@@ -1,0 +1,125 @@
+//! What a run reports: per-epoch records and the summary (written to the run directory), and
+//! the [`Reporter`] a caller passes in to show progress. Nothing under `train/` prints; the
+//! command line decides what a reporter shows.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Method;
+use super::metrics::Metrics;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Optimizer steps taken so far in the run.
+    pub step: usize,
+    /// Mean training loss over the epoch (`None` for zero-shot).
+    pub loss: Option<f64>,
+    pub lr: f64,
+    pub train_examples: usize,
+    pub train_seconds: f64,
+    pub examples_per_s: f64,
+    pub valid: Metrics,
+    pub test: Metrics,
+    pub eval_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub method: Method,
+    pub model: String,
+    pub fewshot_size: usize,
+    pub trainable_params: usize,
+    pub epochs: usize,
+    pub steps: usize,
+    /// Model selection on valid: the first epoch with the best valid accuracy.
+    pub best_epoch: usize,
+    pub best_valid: f64,
+    pub test_at_best_valid: f64,
+    pub test_macro_f1_at_best_valid: f64,
+    /// The published code's column (it selected on test): best test accuracy of any epoch.
+    pub best_test: f64,
+    pub train_seconds: f64,
+    pub examples_per_s: f64,
+    pub wall_seconds: f64,
+}
+
+impl Summary {
+    /// The summary of `history` (at least one epoch).
+    pub fn of(
+        method: Method,
+        model: String,
+        fewshot_size: usize,
+        history: &[EpochRecord],
+        trainable: usize,
+        wall: f64,
+    ) -> Summary {
+        let best = history
+            .iter()
+            .fold(None::<&EpochRecord>, |b, r| match b {
+                Some(b) if b.valid.accuracy >= r.valid.accuracy => Some(b),
+                _ => Some(r),
+            })
+            .expect("at least one evaluated epoch");
+        let train_seconds: f64 = history.iter().map(|r| r.train_seconds).sum();
+        let examples: usize = history.iter().map(|r| r.train_examples).sum();
+        Summary {
+            method,
+            model,
+            fewshot_size,
+            trainable_params: trainable,
+            epochs: history.last().map_or(0, |r| r.epoch),
+            steps: history.last().map_or(0, |r| r.step),
+            best_epoch: best.epoch,
+            best_valid: best.valid.accuracy,
+            test_at_best_valid: best.test.accuracy,
+            test_macro_f1_at_best_valid: best.test.macro_f1,
+            best_test: history.iter().map(|r| r.test.accuracy).fold(0.0, f64::max),
+            train_seconds,
+            examples_per_s: if train_seconds > 0.0 {
+                examples as f64 / train_seconds
+            } else {
+                0.0
+            },
+            wall_seconds: wall,
+        }
+    }
+}
+
+/// Where an epoch's training stands after a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepProgress {
+    /// Steps done in this epoch (1-based).
+    pub step: usize,
+    /// Mean training loss over the epoch's steps so far.
+    pub mean_loss: f64,
+    pub lr: f64,
+    /// Training examples so far in this epoch, and the seconds they took.
+    pub examples: usize,
+    pub seconds: f64,
+}
+
+/// Progress of a training run, as it happens. Every method has a default that shows nothing.
+pub trait Reporter {
+    /// The run continues from `checkpoint` (epochs up to `epoch` and `step` steps done).
+    fn resumed(&mut self, _checkpoint: &Path, _epoch: usize, _step: usize) {}
+    /// Epoch `epoch` of `epochs` starts training, `steps` steps.
+    fn epoch_started(&mut self, _method: Method, _epoch: usize, _epochs: usize, _steps: usize) {}
+    /// One optimizer step is done.
+    fn stepped(&mut self, _progress: &StepProgress) {}
+    /// The epoch's training steps are done (evaluation follows).
+    fn epoch_trained(&mut self) {}
+    /// The loss became non-finite; the run stops with an error.
+    fn diverged(&mut self) {}
+    /// Epoch `record.epoch` of `epochs` is evaluated; `best`: its valid accuracy is the best yet.
+    fn epoch_done(&mut self, _method: Method, _epochs: usize, _record: &EpochRecord, _best: bool) {}
+    /// A zero-shot run's one evaluation.
+    fn zero_shot_done(&mut self, _record: &EpochRecord) {}
+}
+
+/// A reporter that shows nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Reporter for Silent {}

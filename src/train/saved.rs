@@ -1,0 +1,220 @@
+//! What a run saves of its model: the best-on-valid weights in `best/`, and the epoch
+//! checkpoints (trainable weights, optimizer state, loop state) a resumed run restores.
+
+use std::path::Path;
+
+use burn::optim::Optimizer;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::report::EpochRecord;
+use super::run_dir::RunDir;
+use crate::classifier::{PromptClassifier, linear_head_from_tensors, linear_head_tensors};
+use crate::error::{Error, Result};
+use crate::model::ModelDir;
+use crate::model::bert::BertForMaskedLM;
+use crate::model::deep_prompt::DeepPrompt;
+use crate::model::prompt_encoder::PromptEncoder;
+use crate::model::tensors::{RawTensor, TensorMap, parse_safetensors, safetensors_bytes};
+use crate::model::weights::Weights;
+
+/// Resumable state written with every epoch checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct TrainerState {
+    pub epoch: usize,
+    pub step: usize,
+    pub history: Vec<EpochRecord>,
+    pub wall_seconds: f64,
+}
+
+const WEIGHTS: &str = "trainable.safetensors";
+const OPTIMIZER: &str = "optimizer.bin";
+const STATE: &str = "state.json";
+
+fn recorder() -> BinBytesRecorder<FullPrecisionSettings> {
+    BinBytesRecorder::<FullPrecisionSettings>::default()
+}
+
+/// The best-on-valid weights, in formats other tools read: the prompt encoder as
+/// safetensors with PyTorch names; a trained LM as a Hugging Face model directory.
+pub(super) fn save_best<B: Backend>(
+    run: &RunDir,
+    model: &PromptClassifier<B>,
+    lm_trains: bool,
+    model_dir: &ModelDir,
+) -> Result<()> {
+    let named = |map: std::collections::BTreeMap<String, RawTensor>| {
+        let named: Vec<(String, Vec<usize>, Vec<f32>)> =
+            map.into_iter().map(|(k, t)| (k, t.shape, t.data)).collect();
+        to_safetensors(&named)
+    };
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(p) = &model.prompt {
+        files.push(("prompt_encoder.safetensors", named(p.named_tensors())));
+    }
+    if let Some(d) = &model.deep {
+        files.push(("deep_prompt.safetensors", named(d.named_tensors())));
+    }
+    if let Some(h) = &model.head {
+        files.push(("head.safetensors", named(linear_head_tensors(h))));
+    }
+    if lm_trains {
+        let named: Vec<(String, Vec<usize>, Vec<f32>)> = (model.lm.hf_tensors().into_iter())
+            .map(|(k, t)| (k, t.shape, t.data))
+            .collect();
+        files.push(("model.safetensors", to_safetensors(&named)));
+        for f in ["config.json", "vocab.txt"] {
+            files.push((f, crate::error::read_file(&model_dir.dir.join(f))?));
+        }
+    }
+    run.write_best(&files)
+}
+
+/// Writes epoch `state.epoch`'s checkpoint.
+pub(super) fn save_checkpoint<B, O>(
+    run: &RunDir,
+    model: &PromptClassifier<B>,
+    optim: &O,
+    state: &TrainerState,
+    lm_trains: bool,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    O: Optimizer<PromptClassifier<B>, B>,
+{
+    let weights = to_safetensors(&trainable_tensors(model, lm_trains));
+    let optim_bytes = recorder().record(optim.to_record(), ()).map_err(|e| {
+        Error::file(
+            run.checkpoint_dir(),
+            format!("cannot serialise the optimizer state: {e}"),
+        )
+    })?;
+    let state_json = serde_json::to_vec_pretty(state).expect("serialisable");
+    run.write_checkpoint(
+        state.epoch,
+        &[
+            (WEIGHTS, &weights),
+            (OPTIMIZER, &optim_bytes),
+            (STATE, &state_json),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The model, optimizer and loop state of the checkpoint in `dir`; `model` gives the shapes
+/// (and the frozen LM, which checkpoints do not hold).
+pub(super) fn restore<B, O>(
+    dir: &Path,
+    model: PromptClassifier<B>,
+    optim: O,
+    config: &TrainConfig,
+    model_dir: &ModelDir,
+    device: &B::Device,
+) -> Result<(PromptClassifier<B>, O, TrainerState)>
+where
+    B: AutodiffBackend,
+    O: Optimizer<PromptClassifier<B>, B>,
+{
+    let read = |f: &str| crate::error::read_file(&dir.join(f));
+    let state_path = dir.join(STATE);
+    let state: TrainerState = serde_json::from_slice(&read(STATE)?)
+        .map_err(|e| Error::file(&state_path, e.to_string()))?;
+    let weights_path = dir.join(WEIGHTS);
+    let map: TensorMap =
+        parse_safetensors(&read(WEIGHTS)?).map_err(|m| Error::file(&weights_path, m))?;
+    let PromptClassifier {
+        mut lm,
+        mut prompt,
+        mut deep,
+        mut head,
+    } = model;
+    if let Some(d) = &deep {
+        deep = Some(
+            DeepPrompt::from_tensors(&sub_map(&map, "deep."), d.shape(), device)
+                .map_err(|m| Error::file(&weights_path, m))?,
+        );
+    }
+    if let Some(h) = &head {
+        let [hidden, classes] = h.weight.dims();
+        head = Some(
+            linear_head_from_tensors(&sub_map(&map, "head."), hidden, classes, device)
+                .map_err(|m| Error::file(&weights_path, m))?,
+        );
+    }
+    if let Some(p) = &prompt {
+        let kind = p.kind();
+        prompt = Some(
+            PromptEncoder::from_tensors(kind, &sub_map(&map, "prompt."), device)
+                .map_err(|m| Error::file(&weights_path, m))?,
+        );
+    }
+    if config.lm_trains() {
+        let w = Weights::new(&weights_path, sub_map(&map, "lm."))?;
+        lm = BertForMaskedLM::from_weights(&config.lm_config(&model_dir.config), w, device)?;
+    }
+    let record = recorder().load(read(OPTIMIZER)?, device).map_err(|e| {
+        Error::file(
+            dir.join(OPTIMIZER),
+            format!("cannot read the optimizer state: {e}"),
+        )
+    })?;
+    Ok((
+        PromptClassifier {
+            lm,
+            prompt,
+            deep,
+            head,
+        },
+        optim.load_record(record),
+        state,
+    ))
+}
+
+/// Trainable weights by name: `prompt.<PyTorch name>`, `deep.<PEFT name>`, `head.weight|bias`
+/// and, when the LM trains, `lm.<HF name>`.
+fn trainable_tensors<B: Backend>(
+    model: &PromptClassifier<B>,
+    lm_trains: bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    let mut put = |prefix: &str, map: std::collections::BTreeMap<String, RawTensor>| {
+        out.extend(
+            map.into_iter()
+                .map(|(k, t)| (format!("{prefix}.{k}"), t.shape, t.data)),
+        )
+    };
+    if let Some(p) = &model.prompt {
+        put("prompt", p.named_tensors());
+    }
+    if let Some(d) = &model.deep {
+        put("deep", d.named_tensors());
+    }
+    if let Some(h) = &model.head {
+        put("head", linear_head_tensors(h));
+    }
+    if lm_trains {
+        out.extend(
+            model
+                .lm
+                .hf_tensors()
+                .into_iter()
+                .map(|(k, t)| (format!("lm.{k}"), t.shape, t.data)),
+        );
+    }
+    out
+}
+
+fn to_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    safetensors_bytes(
+        tensors.iter().map(|(k, s, d)| (k.clone(), &s[..], &d[..])),
+        None,
+    )
+}
+
+fn sub_map(map: &TensorMap, prefix: &str) -> TensorMap {
+    map.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect()
+}
