@@ -1,5 +1,6 @@
 //! Backend selection: every command body is written once, generic over the burn backend,
-//! and instantiated here for the CPU (Flex) backend and, with `--features cuda`, for CUDA.
+//! and instantiated here for the CPU (Flex) backend and, with `--features cuda`, for CUDA, and
+//! with `--features wgpu`, for burn's WebGPU backend (Vulkan, Metal, DX12).
 
 use clap::Args;
 
@@ -7,7 +8,9 @@ use ptune::error::{Error, Result};
 
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// Compute device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    /// Compute device: `cpu`; `cuda` / `cuda:N` (a build with `--features cuda`); `wgpu` (the
+    /// platform's default adapter, e.g. Mesa's software Vulkan) / `wgpu:N` (the N-th discrete
+    /// GPU) (a build with `--features wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// CPU threads for tensor kernels (default: all cores).
@@ -21,6 +24,8 @@ pub enum Device {
     Cpu,
     /// A CUDA GPU by index (`cuda` is `cuda:0`).
     Cuda(usize),
+    /// A WebGPU adapter: the default one, or the N-th discrete GPU.
+    Wgpu(Option<usize>),
 }
 
 impl std::str::FromStr for Device {
@@ -39,8 +44,17 @@ impl std::str::FromStr for Device {
                 None => Ok(Device::Cuda(0)),
             };
         }
+        if dev == "wgpu" || dev.starts_with("wgpu:") {
+            return match dev.strip_prefix("wgpu:") {
+                Some(i) => i
+                    .parse()
+                    .map(|i| Device::Wgpu(Some(i)))
+                    .map_err(|_| Error::invalid(format!("--device: bad wgpu index in \"{dev}\""))),
+                None => Ok(Device::Wgpu(None)),
+            };
+        }
         Err(Error::invalid(format!(
-            "--device: unknown device \"{dev}\" (expected cpu, cuda or cuda:N)"
+            "--device: unknown device \"{dev}\" (expected cpu, cuda, cuda:N, wgpu or wgpu:N)"
         )))
     }
 }
@@ -94,6 +108,7 @@ pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
     match args.device()? {
         Device::Cpu => job.run::<ptune::CpuTrain>(Default::default()),
         Device::Cuda(index) => run_cuda(job, index),
+        Device::Wgpu(index) => run_wgpu(job, index),
     }
 }
 
@@ -102,6 +117,7 @@ pub fn run_infer_job<J: InferJob>(args: &BackendArgs, job: J) -> Result<J::Outpu
     match args.device()? {
         Device::Cpu => job.run::<ptune::Cpu>(Default::default()),
         Device::Cuda(index) => run_cuda_infer(job, index),
+        Device::Wgpu(index) => run_wgpu_infer(job, index),
     }
 }
 
@@ -131,5 +147,38 @@ fn run_cuda_infer<J: InferJob>(_job: J, _index: usize) -> Result<J::Output> {
 fn no_cuda() -> Error {
     Error::invalid(
         "--device cuda: this ptune was built without CUDA support (rebuild with `--features cuda`)",
+    )
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu)
+}
+
+#[cfg(feature = "wgpu")]
+fn run_wgpu<J: Job>(job: J, index: Option<usize>) -> Result<J::Output> {
+    job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(wgpu_device(index))
+}
+
+#[cfg(feature = "wgpu")]
+fn run_wgpu_infer<J: InferJob>(job: J, index: Option<usize>) -> Result<J::Output> {
+    job.run::<burn::backend::Wgpu>(wgpu_device(index))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn run_wgpu<J: Job>(_job: J, _index: Option<usize>) -> Result<J::Output> {
+    Err(no_wgpu())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn run_wgpu_infer<J: InferJob>(_job: J, _index: Option<usize>) -> Result<J::Output> {
+    Err(no_wgpu())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn no_wgpu() -> Error {
+    Error::invalid(
+        "--device wgpu: this ptune was built without WebGPU support (rebuild with `--features wgpu`)",
     )
 }

@@ -106,6 +106,9 @@ pub trait Kernels: Backend {
 #[cfg(feature = "cuda")]
 impl Kernels for burn::backend::Cuda {}
 
+#[cfg(feature = "wgpu")]
+impl Kernels for burn::backend::Wgpu {}
+
 /// The CPU kernels, each falling back to the reference version when it returns `None`.
 impl Kernels for burn::backend::Flex {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
