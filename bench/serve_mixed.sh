@@ -2,7 +2,7 @@
 # Mixed-task batching against per-task batching in `ptune serve`, in one run: 8 adapters on one
 # zh-mini backbone (4 P-tuning, 4 deep-prompt (ptune-v2) adapters, each trained for a few steps
 # with its own seed: the load does not depend on how well they were trained), 64 connections
-# whose requests are spread uniformly over the 8 tasks (bench/post_tasks.lua), DURATION each.
+# whose requests are spread uniformly over the 8 tasks (bench/post.lua), DURATION each.
 # The only difference between the two servers is `--per-task-batches`.
 #   bench/serve_mixed.sh                                  # builds, then runs
 #   BIN=/tmp/ptune DURATION=20s bench/serve_mixed.sh       # a given binary, no build
@@ -52,7 +52,7 @@ for mode in mixed per-task; do
     --max-connections 256 > $OUT/serve-$mode.log 2>&1 &
   pid=$!; wait_listening $OUT/serve-$mode.log
   log=$OUT/wrk-$mode.txt
-  TASKS=$TASKS wrk -t2 -c$CONNS -d$DURATION --timeout 10s --latency -s bench/post_tasks.lua http://127.0.0.1:18090/v1/classify > $log
+  TASKS=$TASKS wrk -t2 -c$CONNS -d$DURATION --timeout 10s --latency -s bench/post.lua http://127.0.0.1:18090/v1/classify > $log
   rps=$(awk '/Requests\/sec/ {print $2}' $log)
   p50=$(awk '$1=="50%" {print $2}' $log)
   p99=$(awk '$1=="99%" {print $2}' $log)
