@@ -3,6 +3,8 @@
 //! Layers (dependencies point down): `cli` (the binary) → `train` / `serve` → `classifier`
 //! → `model`, `prompt`, `data` → `tokenizer`, `error`. See ARCHITECTURE.md.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod bench;
 pub mod classifier;
