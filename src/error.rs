@@ -1,6 +1,10 @@
 //! One error type for the library. Every variant renders as a single line that names the
 //! file (and line or field) at fault, so the CLI can print it and exit with status 2; quoted
 //! input is escaped ([`one_line`]) so that it cannot break the line.
+//!
+//! Messages name the settings a caller can change by their library names in backticks
+//! (`` `label_field` ``, `` `lr` ``, the fields of the settings structs); a front end renders
+//! them in its own words (the `ptune` binary as its flags, `--label-field`, `--lr`).
 
 use std::path::{Path, PathBuf};
 

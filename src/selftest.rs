@@ -72,7 +72,7 @@ pub fn logits<B: Kernels>(model_dir: &ModelDir, device: &B::Device) -> Result<Ch
         .unwrap_or(0) as usize;
     if largest_id >= model_dir.config.vocab_size {
         return Err(Error::invalid(
-            "selftest: the reference values belong to the shipped zh-mini; --model is another model",
+            "selftest: the reference values belong to the shipped zh-mini; `model` is another model",
         ));
     }
     let lm = model_dir.load::<B>(device)?;
@@ -99,7 +99,7 @@ pub fn logits<B: Kernels>(model_dir: &ModelDir, device: &B::Device) -> Result<Ch
             }
             if top.iter().any(|&id| id as usize >= v) {
                 return Err(Error::invalid(
-                    "selftest: the reference values belong to the shipped zh-mini; --model is another model",
+                    "selftest: the reference values belong to the shipped zh-mini; `model` is another model",
                 ));
             }
             for (id, w) in top.iter().zip(want) {

@@ -107,8 +107,8 @@ pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
     args.init_threads();
     match args.device()? {
         Device::Cpu => job.run::<ptune::CpuTrain>(Default::default()),
-        Device::Cuda(index) => run_cuda(job, index),
-        Device::Wgpu(index) => run_wgpu(job, index),
+        Device::Cuda(index) => gpu_guarded(&args.device, || run_cuda(job, index)),
+        Device::Wgpu(index) => gpu_guarded(&args.device, || run_wgpu(job, index)),
     }
 }
 
@@ -116,8 +116,84 @@ pub fn run_infer_job<J: InferJob>(args: &BackendArgs, job: J) -> Result<J::Outpu
     args.init_threads();
     match args.device()? {
         Device::Cpu => job.run::<ptune::Cpu>(Default::default()),
-        Device::Cuda(index) => run_cuda_infer(job, index),
-        Device::Wgpu(index) => run_wgpu_infer(job, index),
+        Device::Cuda(index) => gpu_guarded(&args.device, || run_cuda_infer(job, index)),
+        Device::Wgpu(index) => gpu_guarded(&args.device, || run_wgpu_infer(job, index)),
+    }
+}
+
+/// The first panic message seen while a GPU job runs (on any thread: the GPU runtimes panic
+/// on their own threads too, and the job's thread then fails with a secondary message).
+static FIRST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Runs a GPU job, turning a panic into a one-line error. burn's CUDA and WebGPU runtimes
+/// panic — rather than return an error — when the GPU runs out of memory, the device does not
+/// exist or the driver fails; a user should see what happened and what to change, not a
+/// backtrace. The panic hook is silenced for the job and restored after it.
+fn gpu_guarded<T>(device: &str, job: impl FnOnce() -> Result<T>) -> Result<T> {
+    *FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let mut first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(panic_text(info.payload()));
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    std::panic::set_hook(previous);
+    match outcome {
+        Ok(result) => result,
+        Err(payload) => {
+            let first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+            Err(gpu_failure(
+                device,
+                &first.unwrap_or_else(|| panic_text(&*payload)),
+            ))
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown failure".to_string()
+    }
+}
+
+/// The error for a GPU job that panicked with `msg`: out of memory names the batch sizes to
+/// lower; a missing device or driver says so; anything else gives the runtime's first line.
+fn gpu_failure(device: &str, msg: &str) -> Error {
+    let lower = msg.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let first_line = msg.lines().next().unwrap_or("").trim();
+    if has(&[
+        "out of memory",
+        "out_of_memory",
+        "outofmemory",
+        "allocation failed",
+    ]) {
+        Error::invalid(format!(
+            "--device {device}: the GPU ran out of memory; lower --batch-size (training) or \
+             --eval-batch (evaluation), or --max-len ({first_line})"
+        ))
+    } else if has(&[
+        "invalid device ordinal",
+        "cuda_error_invalid_device",
+        "no possible adapter",
+        "no adapter",
+        "adapter not found",
+    ]) {
+        Error::invalid(format!("--device {device}: no such device ({first_line})"))
+    } else if has(&["cuda_error_no_device", "libcuda", "cuinit", "no cuda"]) {
+        Error::invalid(format!(
+            "--device {device}: no CUDA driver or GPU found ({first_line})"
+        ))
+    } else {
+        Error::invalid(format!(
+            "--device {device}: the GPU backend failed: {first_line}"
+        ))
     }
 }
 
@@ -181,4 +257,45 @@ fn no_wgpu() -> Error {
     Error::invalid(
         "--device wgpu: this ptune was built without WebGPU support (rebuild with `--features wgpu`)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_panics_become_one_line_errors() {
+        // a panic on the job's own thread
+        let e = gpu_guarded("cuda:0", || -> Result<()> {
+            panic!("CUDA_ERROR_OUT_OF_MEMORY: out of memory\nstack backtrace: ...")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--device cuda:0: the GPU ran out of memory; lower --batch-size"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        // a panic on a runtime thread: its message wins over the job's secondary one
+        let e = gpu_guarded("cuda:7", || -> Result<()> {
+            let worker = std::thread::spawn(|| panic!("invalid device ordinal"));
+            worker.join().expect("the runtime thread is gone");
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--device cuda:7: no such device (invalid device ordinal)"
+        );
+        let e = gpu_failure("wgpu", "shader compilation failed: x").to_string();
+        assert_eq!(
+            e,
+            "--device wgpu: the GPU backend failed: shader compilation failed: x"
+        );
+        // a job that succeeds or fails normally is untouched
+        assert_eq!(gpu_guarded("cuda", || Ok(3)).unwrap(), 3);
+        let e = gpu_guarded("cuda", || -> Result<()> { Err(Error::invalid("plain")) });
+        assert_eq!(e.unwrap_err().to_string(), "plain");
+    }
 }

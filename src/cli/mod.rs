@@ -74,10 +74,36 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", as_flags(&e.to_string()));
             2
         }
     }
+}
+
+/// The library's settings that its messages name (in backticks, see [`ptune::error`]) and
+/// the flags that set them here.
+const SETTING_FLAGS: &[(&str, &str)] = &[
+    ("addr", "--addr"),
+    ("frac", "--frac"),
+    ("label_field", "--label-field"),
+    ("labels", "--labels"),
+    ("lr", "--lr"),
+    ("max_connections", "--max-connections"),
+    ("model", "--model"),
+    ("resume", "--resume"),
+    ("shots", "--shots"),
+    ("text_b_field", "--text-b-field"),
+    ("text_field", "--text-field"),
+    ("warmup", "--warmup"),
+];
+
+/// A library message in command-line words: each `` `setting` `` it names becomes the flag.
+pub fn as_flags(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (setting, flag) in SETTING_FLAGS {
+        out = out.replace(&format!("`{setting}`"), flag);
+    }
+    out
 }
 
 /// Where a default model or data set is looked for, in this order (the first that exists
@@ -132,4 +158,23 @@ directory, then in the source tree the binary was built from.";
 pub fn open_model(spec: &std::path::Path) -> ptune::error::Result<ptune::model::ModelDir> {
     let dir = ptune::model::hub::resolve(spec, ptune::model::hub::HubSettings::from_env)?;
     ptune::model::ModelDir::open(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_flags;
+
+    #[test]
+    fn library_setting_names_become_flags() {
+        assert_eq!(
+            as_flags("d.csv:1: no column \"label\" in the header; set `label_field`"),
+            "d.csv:1: no column \"label\" in the header; set --label-field"
+        );
+        assert_eq!(
+            as_flags("lower `lr` or raise `warmup`"),
+            "lower --lr or raise --warmup"
+        );
+        // only the named settings: other backticked text is left alone
+        assert_eq!(as_flags("`[MASK]` missing"), "`[MASK]` missing");
+    }
 }

@@ -76,12 +76,12 @@ pub(super) fn parse_csv(
     };
     let text_names = fields.text_candidates(pair);
     let text_col = find(&text_names)
-        .ok_or_else(|| missing(&text_names, "--text-field", fields.text.is_some()))?;
+        .ok_or_else(|| missing(&text_names, "`text_field`", fields.text.is_some()))?;
     let text_b_col = if pair {
         let names = fields.text_b_candidates();
         Some(
             find(&names)
-                .ok_or_else(|| missing(&names, "--text-b-field", fields.text_b.is_some()))?,
+                .ok_or_else(|| missing(&names, "`text_b_field`", fields.text_b.is_some()))?,
         )
     } else {
         None
@@ -91,7 +91,7 @@ pub(super) fn parse_csv(
     if label_col.is_none() && labels == Labels::Required {
         return Err(missing(
             &[label_name],
-            "--label-field",
+            "`label_field`",
             fields.label.is_some(),
         ));
     }

@@ -68,7 +68,7 @@ pub fn parse_records(
             if !fields.is_default() {
                 return Err(Error::file(
                     path,
-                    "a .tsv split is headerless text<TAB>label: --text-field, --text-b-field and --label-field apply to .csv and .jsonl",
+                    "a .tsv split is headerless text<TAB>label: `text_field`, `text_b_field` and `label_field` apply to .csv and .jsonl",
                 ));
             }
             parse_tsv(path, bytes, pair, labels)
@@ -108,7 +108,7 @@ pub fn to_examples(path: &Path, records: Vec<Record>, classes: &[String]) -> Res
                     path,
                     r.line,
                     format!(
-                        "unknown label \"{}\" (classes: {}; set them with --labels CLASS=WORD,...)",
+                        "unknown label \"{}\" (classes: {}; set them with `labels` CLASS=WORD,...)",
                         esc(label_str),
                         classes.join(", ")
                     ),
@@ -248,7 +248,7 @@ mod tests {
         .to_string();
         assert_eq!(
             e,
-            "d.csv:1: no column \"label\" in the header (columns: sentence, target); set --label-field"
+            "d.csv:1: no column \"label\" in the header (columns: sentence, target); set `label_field`"
         );
         let e = parse("d.csv", "sentence1,label\n好,1\n", &Fields::default(), true)
             .unwrap_err()
@@ -296,11 +296,11 @@ mod tests {
             ),
             (
                 "{\"body\": \"a\", \"label\": 1}\n",
-                "d.jsonl:1: no field \"sentence\" or \"text\" (fields: body, label); set --text-field",
+                "d.jsonl:1: no field \"sentence\" or \"text\" (fields: body, label); set `text_field`",
             ),
             (
                 "{\"text\": \"a\"}\n",
-                "d.jsonl:1: no label (field \"label\"); set --label-field",
+                "d.jsonl:1: no label (field \"label\"); set `label_field`",
             ),
             (
                 "{\"text\": 5, \"label\": 1}\n",

@@ -24,7 +24,7 @@ impl FewShot {
             FewShot::All => train.to_vec(),
             FewShot::Frac(f) => {
                 if !(f > 0.0 && f <= 1.0) {
-                    return Err(Error::invalid(format!("--frac must be in (0, 1], got {f}")));
+                    return Err(Error::invalid(format!("`frac` must be in (0, 1], got {f}")));
                 }
                 train[..(train.len() as f64 * f) as usize].to_vec()
             }
@@ -43,7 +43,7 @@ impl FewShot {
                     .collect();
                 if let Some(c) = taken.iter().position(|&t| t < k) {
                     return Err(Error::invalid(format!(
-                        "--shots {k}: class {c} has only {} training rows",
+                        "`shots` {k}: class {c} has only {} training rows",
                         taken[c]
                     )));
                 }

@@ -52,11 +52,11 @@ pub(super) fn parse_jsonl(
                 _ => Err(err(format!("field \"{}\" is not a string", esc(key)))),
             }
         };
-        let text_a = text(&text_names, "--text-field", fields.text.is_some())?;
+        let text_a = text(&text_names, "`text_field`", fields.text.is_some())?;
         let text_b = if pair {
             Some(text(
                 &text_b_names,
-                "--text-b-field",
+                "`text_b_field`",
                 fields.text_b.is_some(),
             )?)
         } else {
@@ -81,7 +81,7 @@ pub(super) fn parse_jsonl(
             return Err(err(format!(
                 "no label (field \"{}\"){}",
                 esc(label_name),
-                flag_hint("--label-field", fields.label.is_some())
+                flag_hint("`label_field`", fields.label.is_some())
             )));
         }
         out.push(Record {

@@ -51,12 +51,39 @@ pub(super) fn parse_tsv(
             return Err(Error::line(path, line_no, msg));
         }
         check_text(path, line_no, fields[0], pair.then(|| fields[1]))?;
+        let label = fields[want - 1].trim();
+        if label.is_empty() {
+            return Err(Error::line(
+                path,
+                line_no,
+                "empty label (after the last tab)",
+            ));
+        }
         out.push(Record {
             text_a: fields[0].to_string(),
             text_b: pair.then(|| fields[1].to_string()),
-            label: Some(fields[want - 1].trim().to_string()),
+            label: Some(label.to_string()),
             line: line_no,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by the property test): a row whose label column is empty was read
+    /// as a record with the label "".
+    #[test]
+    fn an_empty_label_is_an_error_naming_the_line() {
+        let path = Path::new("d.tsv");
+        let e = parse_tsv(path, "好\t1\n\0\t\n".as_bytes(), false, Labels::Required).unwrap_err();
+        assert_eq!(e.to_string(), "d.tsv:2: empty label (after the last tab)");
+        let e = parse_tsv(path, "a\tb\t \n".as_bytes(), true, Labels::Required).unwrap_err();
+        assert_eq!(e.to_string(), "d.tsv:1: empty label (after the last tab)");
+        // reading input to classify, the label column is not looked at
+        let r = parse_tsv(path, b"x\t\n", false, Labels::Optional).unwrap();
+        assert_eq!(r.len(), 1);
+    }
 }

@@ -62,6 +62,26 @@ impl PrefixShape {
     }
 }
 
+/// PEFT's tensor names for the deep prompts, spelled once: [`DeepPrompt::init`],
+/// [`DeepPrompt::from_tensors`] and [`DeepPrompt::named_tensors`] all build them here.
+pub mod keys {
+    /// Namespace of these tensors in a run's trainable-weights file and of their burn
+    /// parameter ids (`deep.<PEFT name>`).
+    pub const NAMESPACE: &str = "deep";
+    /// The prefix embeddings: `[P, layers·2·hidden]`, or `[P, hidden]` when reparameterised.
+    pub const EMBEDDING: &str = "embedding.weight";
+    /// The two Linears of the reparameterisation MLP, as `nn.Sequential` indexes them.
+    pub const TRANSFORM_LINEARS: [&str; 2] = ["0", "2"];
+    /// Linear `i` of the reparameterisation MLP, `part` = `weight`|`bias`.
+    pub fn transform(i: &str, part: &str) -> String {
+        format!("transform.{i}.{part}")
+    }
+    /// The burn parameter id of the tensor named `key` (see [`NAMESPACE`]).
+    pub fn param(key: &str) -> String {
+        format!("{NAMESPACE}.{key}")
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct PrefixMlp<B: Backend> {
     pub linear1: Linear<B>,
@@ -195,21 +215,22 @@ impl<B: Backend> DeepPrompt<B> {
         let mut map = BTreeMap::new();
         let width = if reparam == Reparam::Mlp { h } else { w };
         map.insert(
-            "embedding.weight".to_string(),
+            keys::EMBEDDING.to_string(),
             RawTensor::new(vec![prefix_len, width], normal(prefix_len * width)),
         );
         if reparam == Reparam::Mlp {
-            for (i, d_in, d_out) in [("0", h, reparam_hidden), ("2", reparam_hidden, w)] {
+            let [l0, l2] = keys::TRANSFORM_LINEARS;
+            for (i, d_in, d_out) in [(l0, h, reparam_hidden), (l2, reparam_hidden, w)] {
                 let bound = 1.0 / (d_in as f32).sqrt();
                 let mut u = |n: usize| -> Vec<f32> {
                     (0..n).map(|_| rng.random_range(-bound..bound)).collect()
                 };
                 map.insert(
-                    format!("transform.{i}.weight"),
+                    keys::transform(i, "weight"),
                     RawTensor::new(vec![d_out, d_in], u(d_out * d_in)),
                 );
                 map.insert(
-                    format!("transform.{i}.bias"),
+                    keys::transform(i, "bias"),
                     RawTensor::new(vec![d_out], u(d_out)),
                 );
             }
@@ -233,13 +254,15 @@ impl<B: Backend> DeepPrompt<B> {
             ));
         }
         let emb = map
-            .get("embedding.weight")
-            .ok_or("missing tensor \"embedding.weight\"")?;
-        let reparam = map.contains_key("transform.0.weight");
+            .get(keys::EMBEDDING)
+            .ok_or_else(|| format!("missing tensor \"{}\"", keys::EMBEDDING))?;
+        let [l0, l2] = keys::TRANSFORM_LINEARS;
+        let reparam = map.contains_key(&keys::transform(l0, "weight"));
         let width = if reparam { h } else { w };
         if emb.shape.len() != 2 || emb.shape[1] != width || emb.shape[0] == 0 {
             return Err(format!(
-                "tensor \"embedding.weight\" has shape {:?}, expected [P > 0, {width}] ({} layers × 2 × hidden {h}{})",
+                "tensor \"{}\" has shape {:?}, expected [P > 0, {width}] ({} layers × 2 × hidden {h}{})",
+                keys::EMBEDDING,
                 emb.shape,
                 shape.num_layers,
                 if reparam {
@@ -251,7 +274,7 @@ impl<B: Backend> DeepPrompt<B> {
         }
         let p = emb.shape[0];
         let embedding = new_param(
-            "deep.embedding.weight",
+            &keys::param(keys::EMBEDDING),
             emb.data.clone(),
             [p, width],
             device,
@@ -269,45 +292,42 @@ impl<B: Backend> DeepPrompt<B> {
                 }
                 Ok(t.data.clone())
             };
-            let r = map["transform.0.weight"]
+            let r = map[&keys::transform(l0, "weight")]
                 .shape
                 .first()
                 .copied()
                 .unwrap_or(0);
             let lin = |i: &str, d_in: usize, d_out: usize| -> Result<Linear<B>, String> {
-                let wt = get(&format!("transform.{i}.weight"), &[d_out, d_in])?;
+                let (wk, bk) = (keys::transform(i, "weight"), keys::transform(i, "bias"));
+                let wt = get(&wk, &[d_out, d_in])?;
                 Ok(Linear {
                     weight: new_param(
-                        &format!("deep.transform.{i}.weight"),
+                        &keys::param(&wk),
                         transpose(&wt, d_out, d_in),
                         [d_in, d_out],
                         device,
                     ),
                     bias: Some(new_param(
-                        &format!("deep.transform.{i}.bias"),
-                        get(&format!("transform.{i}.bias"), &[d_out])?,
+                        &keys::param(&bk),
+                        get(&bk, &[d_out])?,
                         [d_out],
                         device,
                     )),
                 })
             };
             Some(PrefixMlp {
-                linear1: lin("0", h, r)?,
-                linear2: lin("2", r, w)?,
+                linear1: lin(l0, h, r)?,
+                linear2: lin(l2, r, w)?,
             })
         } else {
             None
         };
         for k in map.keys() {
-            let known = k == "embedding.weight"
+            let known = k == keys::EMBEDDING
                 || (reparam
-                    && matches!(
-                        k.as_str(),
-                        "transform.0.weight"
-                            | "transform.0.bias"
-                            | "transform.2.weight"
-                            | "transform.2.bias"
-                    ));
+                    && keys::TRANSFORM_LINEARS.iter().any(|i| {
+                        *k == keys::transform(i, "weight") || *k == keys::transform(i, "bias")
+                    }));
             if !known {
                 return Err(format!("unexpected tensor \"{k}\""));
             }
@@ -353,15 +373,13 @@ impl<B: Backend> DeepPrompt<B> {
         mut read1: impl FnMut(&Param<Tensor<B, 1>>) -> RawTensor,
     ) -> BTreeMap<String, RawTensor> {
         let mut out = BTreeMap::new();
-        out.insert("embedding.weight".to_string(), read2(&self.embedding));
+        out.insert(keys::EMBEDDING.to_string(), read2(&self.embedding));
         if let Some(m) = &self.transform {
-            for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
-                out.insert(
-                    format!("transform.{i}.weight"),
-                    read2(&l.weight).transposed(),
-                );
+            let [l0, l2] = keys::TRANSFORM_LINEARS;
+            for (i, l) in [(l0, &m.linear1), (l2, &m.linear2)] {
+                out.insert(keys::transform(i, "weight"), read2(&l.weight).transposed());
                 let b = read1(l.bias.as_ref().expect("linears here have biases"));
-                out.insert(format!("transform.{i}.bias"), b);
+                out.insert(keys::transform(i, "bias"), b);
             }
         }
         out

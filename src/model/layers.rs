@@ -67,6 +67,45 @@ impl Activation {
     }
 }
 
+/// Where a dropout sits in BERT, by module path; [`DropoutSite::id`] turns the path into the
+/// number that keys the site's mask stream (see [`SeededDropout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropoutSite {
+    /// `bert.embeddings.dropout`.
+    Embeddings,
+    /// `bert.encoder.layer.{layer}.attention.self.dropout` (on the attention probabilities).
+    AttentionProbs {
+        /// Encoder layer index.
+        layer: usize,
+    },
+    /// `bert.encoder.layer.{layer}.attention.output.dropout`.
+    AttentionOutput {
+        /// Encoder layer index.
+        layer: usize,
+    },
+    /// `bert.encoder.layer.{layer}.output.dropout` (after the feed-forward block).
+    FeedForwardOutput {
+        /// Encoder layer index.
+        layer: usize,
+    },
+}
+
+impl DropoutSite {
+    /// The site's stream id: 0 for the embeddings, then three per layer in the order the
+    /// forward pass meets them (`1 + 3·layer`, `2 + 3·layer`, `3 + 3·layer`). Distinct sites
+    /// get distinct ids, and these are the ids every earlier ptune version used, so runs
+    /// reproduce their old numbers. (A hash of the path string would also be unique, but
+    /// would change every dropout mask and so every training result.)
+    pub const fn id(self) -> u64 {
+        match self {
+            DropoutSite::Embeddings => 0,
+            DropoutSite::AttentionProbs { layer } => 1 + 3 * layer as u64,
+            DropoutSite::AttentionOutput { layer } => 2 + 3 * layer as u64,
+            DropoutSite::FeedForwardOutput { layer } => 3 + 3 * layer as u64,
+        }
+    }
+}
+
 /// Dropout of one place in the network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SeededDropout {
@@ -78,6 +117,11 @@ pub struct SeededDropout {
 impl SeededDropout {
     pub fn new(prob: f64, site: u64) -> Self {
         SeededDropout { prob, site }
+    }
+
+    /// Dropout with probability `prob` at BERT's `site`.
+    pub fn at(prob: f64, site: DropoutSite) -> Self {
+        Self::new(prob, site.id())
     }
 
     /// Applies dropout when `seed` is given (training) and the probability is positive;
@@ -98,6 +142,19 @@ impl SeededDropout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropout_sites_have_distinct_ids_in_forward_order() {
+        let mut ids = vec![DropoutSite::Embeddings.id()];
+        for layer in 0..48 {
+            ids.push(DropoutSite::AttentionProbs { layer }.id());
+            ids.push(DropoutSite::AttentionOutput { layer }.id());
+            ids.push(DropoutSite::FeedForwardOutput { layer }.id());
+        }
+        // consecutive in the order the forward pass meets them, hence all distinct
+        let expected: Vec<u64> = (0..ids.len() as u64).collect();
+        assert_eq!(ids, expected);
+    }
     use crate::{Cpu, CpuTrain};
 
     /// transformers' `gelu_new` (`NewGELUActivation`) and `relu` at a few points.

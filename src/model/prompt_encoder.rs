@@ -57,6 +57,29 @@ impl std::fmt::Display for PromptEncoderKind {
     }
 }
 
+/// The PyTorch module's tensor names, spelled once: [`PromptEncoder::init`],
+/// [`PromptEncoder::from_tensors`] and [`PromptEncoder::named_tensors`] all build them here.
+pub mod keys {
+    /// Namespace of the encoder's tensors in a run's trainable-weights file and of its
+    /// burn parameter ids (`prompt.<PyTorch name>`).
+    pub const NAMESPACE: &str = "prompt";
+    /// The prompt embeddings `[n_prompts, hidden]`.
+    pub const EMBEDDING: &str = "embedding.weight";
+    /// One LSTM tensor: `part` is `weight_ih`, `weight_hh`, `bias_ih` or `bias_hh`, `dir` is
+    /// `""` (forward) or `"_reverse"`.
+    pub fn lstm(part: &str, layer: usize, dir: &str) -> String {
+        format!("lstm.{part}_l{layer}{dir}")
+    }
+    /// The MLP's Linear `i` (`"0"` or `"2"`, as in `nn.Sequential`), `part` = `weight`|`bias`.
+    pub fn mlp(i: &str, part: &str) -> String {
+        format!("mlp.{i}.{part}")
+    }
+    /// The burn parameter id of the tensor named `key` (see [`NAMESPACE`]).
+    pub fn param(key: &str) -> String {
+        format!("{NAMESPACE}.{key}")
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct PromptMlp<B: Backend> {
     pub linear1: Linear<B>,
@@ -113,7 +136,7 @@ impl<B: Backend> PromptEncoder<B> {
             (0..len).map(|_| rng.random_range(-bound..bound)).collect()
         };
         let mut map = BTreeMap::new();
-        map.insert("embedding.weight".to_string(), init_rows);
+        map.insert(keys::EMBEDDING.to_string(), init_rows);
         if kind == PromptEncoderKind::Lstm {
             let hd = h / 2;
             let bound = 1.0 / (hd as f32).sqrt();
@@ -127,7 +150,7 @@ impl<B: Backend> PromptEncoder<B> {
                     ] {
                         let len = shape.iter().product();
                         map.insert(
-                            format!("lstm.{name}_l{layer}{dir}"),
+                            keys::lstm(name, layer, dir),
                             RawTensor::new(shape, uniform(len, bound)),
                         );
                     }
@@ -138,16 +161,16 @@ impl<B: Backend> PromptEncoder<B> {
             let bound = 1.0 / (h as f32).sqrt();
             for i in ["0", "2"] {
                 map.insert(
-                    format!("mlp.{i}.weight"),
+                    keys::mlp(i, "weight"),
                     RawTensor::new(vec![h, h], uniform(h * h, bound)),
                 );
                 map.insert(
-                    format!("mlp.{i}.bias"),
+                    keys::mlp(i, "bias"),
                     RawTensor::new(vec![h], uniform(h, bound)),
                 );
             }
         }
-        debug_assert_eq!(map["embedding.weight"].shape, vec![n, h]);
+        debug_assert_eq!(map[keys::EMBEDDING].shape, vec![n, h]);
         Self::from_tensors(kind, &map, device).expect("freshly built tensors have the right shapes")
     }
 
@@ -170,13 +193,18 @@ impl<B: Backend> PromptEncoder<B> {
             Ok(t.data.clone())
         };
         let emb = map
-            .get("embedding.weight")
-            .ok_or("missing tensor \"embedding.weight\"")?;
+            .get(keys::EMBEDDING)
+            .ok_or_else(|| format!("missing tensor \"{}\"", keys::EMBEDDING))?;
         if emb.shape.len() != 2 {
-            return Err("tensor \"embedding.weight\" must be 2-D".into());
+            return Err(format!("tensor \"{}\" must be 2-D", keys::EMBEDDING));
         }
         let (n, h) = (emb.shape[0], emb.shape[1]);
-        let embedding = new_param("prompt.embedding.weight", emb.data.clone(), [n, h], device);
+        let embedding = new_param(
+            &keys::param(keys::EMBEDDING),
+            emb.data.clone(),
+            [n, h],
+            device,
+        );
         let mut lstm = Vec::new();
         if kind == PromptEncoderKind::Lstm {
             if h % 2 != 0 {
@@ -188,7 +216,7 @@ impl<B: Backend> PromptEncoder<B> {
             for layer in 0..2 {
                 let mut bi: BiLstm<B> = BiLstmConfig::new(h, hd, true).init(device);
                 for (dir, target) in [("", &mut bi.forward), ("_reverse", &mut bi.reverse)] {
-                    let k = |name: &str| format!("lstm.{name}_l{layer}{dir}");
+                    let k = |part: &str| keys::lstm(part, layer, dir);
                     set_lstm(
                         target,
                         &k("weight_ih"),
@@ -208,15 +236,11 @@ impl<B: Backend> PromptEncoder<B> {
             None
         } else {
             let lin = |i: &str| -> std::result::Result<Linear<B>, String> {
-                let w = transpose(&get(&format!("mlp.{i}.weight"), &[h, h])?, h, h);
+                let (wk, bk) = (keys::mlp(i, "weight"), keys::mlp(i, "bias"));
+                let w = transpose(&get(&wk, &[h, h])?, h, h);
                 Ok(Linear {
-                    weight: new_param(&format!("prompt.mlp.{i}.weight"), w, [h, h], device),
-                    bias: Some(new_param(
-                        &format!("prompt.mlp.{i}.bias"),
-                        get(&format!("mlp.{i}.bias"), &[h])?,
-                        [h],
-                        device,
-                    )),
+                    weight: new_param(&keys::param(&wk), w, [h, h], device),
+                    bias: Some(new_param(&keys::param(&bk), get(&bk, &[h])?, [h], device)),
                 })
             };
             Some(PromptMlp {
@@ -271,7 +295,7 @@ impl<B: Backend> PromptEncoder<B> {
         let mut put = |k: String, t: RawTensor| {
             out.insert(k, t);
         };
-        put("embedding.weight".into(), (reader.read2)(&self.embedding));
+        put(keys::EMBEDDING.into(), (reader.read2)(&self.embedding));
         for (layer, bi) in self.lstm.iter().enumerate() {
             for (dir, l) in [("", &bi.forward), ("_reverse", &bi.reverse)] {
                 let gates = [&l.input_gate, &l.forget_gate, &l.cell_gate, &l.output_gate];
@@ -290,20 +314,20 @@ impl<B: Backend> PromptEncoder<B> {
                     }
                 }
                 let [w_ih, w_hh, b_ih, b_hh] = packed;
-                put(format!("lstm.weight_ih_l{layer}{dir}"), w_ih);
-                put(format!("lstm.weight_hh_l{layer}{dir}"), w_hh);
-                put(format!("lstm.bias_ih_l{layer}{dir}"), b_ih);
-                put(format!("lstm.bias_hh_l{layer}{dir}"), b_hh);
+                put(keys::lstm("weight_ih", layer, dir), w_ih);
+                put(keys::lstm("weight_hh", layer, dir), w_hh);
+                put(keys::lstm("bias_ih", layer, dir), b_ih);
+                put(keys::lstm("bias_hh", layer, dir), b_hh);
             }
         }
         if let Some(m) = &self.mlp {
             for (i, l) in [("0", &m.linear1), ("2", &m.linear2)] {
                 put(
-                    format!("mlp.{i}.weight"),
+                    keys::mlp(i, "weight"),
                     (reader.read2)(&l.weight).transposed(),
                 );
                 put(
-                    format!("mlp.{i}.bias"),
+                    keys::mlp(i, "bias"),
                     (reader.read1)(l.bias.as_ref().expect("bias")),
                 );
             }
@@ -341,7 +365,7 @@ fn set_lstm<B: Backend>(
         };
         let rows =
             |m: &[f32], cols: usize| transpose(&m[g * hd * cols..(g + 1) * hd * cols], hd, cols);
-        let k = format!("prompt.{key}.gate{g}");
+        let k = keys::param(&format!("{key}.gate{g}"));
         gate.input_transform.weight =
             new_param(&format!("{k}.wi"), rows(w_ih, d_in), [d_in, hd], device);
         gate.hidden_transform.weight =

@@ -157,7 +157,7 @@ pub fn pretrain<B: TrainBackend>(
                 None => "no checkpoint had been written".to_string(),
             };
             return Err(Error::Diverged(format!(
-                "pretraining stopped: the loss became {step_loss} at step {} (lr {lr:.3e}); lower --lr or raise --warmup; {kept}",
+                "pretraining stopped: the loss became {step_loss} at step {} (lr {lr:.3e}); lower `lr` or raise `warmup`; {kept}",
                 state.step + 1
             )));
         }

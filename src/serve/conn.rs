@@ -261,7 +261,7 @@ impl Refusals {
         {
             tracing::warn!(
                 %peer,
-                "refused {} connection(s): {open} open, the limit (--max-connections)",
+                "refused {} connection(s): {open} open, the limit (`max_connections`)",
                 self.unlogged
             );
             self.unlogged = 0;

@@ -92,7 +92,7 @@ impl Metrics {
             .expect("valid metric");
         let refused_connections = IntCounter::new(
             "ptune_refused_connections_total",
-            "connections closed at once because --max-connections were open",
+            "connections closed at once because `max_connections` were open",
         )
         .expect("valid metric");
         let accept_errors = IntCounter::new(

@@ -200,10 +200,10 @@ pub fn serve<B: crate::model::kernels::Kernels>(
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
+            .map_err(|e| Error::invalid(format!("`addr` {addr}: {e}")))?;
         let local = listener
             .local_addr()
-            .map_err(|e| Error::invalid(format!("--addr {addr}: {e}")))?;
+            .map_err(|e| Error::invalid(format!("`addr` {addr}: {e}")))?;
         let shutdown = shutdown_signal()?;
         on_listen(local);
         conn::run(listener, router, limits, metrics, shutdown).await;

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 
 use super::config::Method;
-use super::run_dir::RunDir;
+use super::run_dir::{RunDir, best_files};
 use crate::adapter::{Adapter, AdapterInfo, fingerprint};
 use crate::classifier::Head;
 use crate::error::{Error, Result};
@@ -31,7 +31,7 @@ pub fn export_run<B: Backend>(
         PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
     let best = |file: &str| run.best_file(file);
     let trained_prompts = |_: ()| -> Result<Vec<f32>> {
-        let path = best("prompt_encoder.safetensors")?;
+        let path = best(best_files::PROMPT_ENCODER)?;
         let encoder = load_prompt_encoder::<B>(&path, config.prompt_encoder, device)?;
         if encoder.n_prompts() != template.n_pseudo() {
             return Err(Error::file(
@@ -81,7 +81,7 @@ pub fn export_run<B: Backend>(
     };
     let shape = lm.prefix_shape();
     let prefix = if config.method == Method::PtuneV2 {
-        let path = best("deep_prompt.safetensors")?;
+        let path = best(best_files::DEEP_PROMPT)?;
         let map = crate::model::tensors::read_safetensors(&path)?;
         let deep = DeepPrompt::<B>::from_tensors(&map, shape, device)
             .map_err(|m| Error::file(&path, m))?;
@@ -90,7 +90,7 @@ pub fn export_run<B: Backend>(
         Vec::new()
     };
     let head = if config.head == Head::Linear {
-        let path = best("head.safetensors")?;
+        let path = best(best_files::HEAD)?;
         let map = crate::model::tensors::read_safetensors(&path)?;
         let t = |k: &str| {
             map.get(k)

@@ -30,6 +30,16 @@ const SUMMARY: &str = "summary.json";
 const CURVE: &str = "curve.svg";
 const BEST: &str = "best";
 
+/// File names inside `best/` (written by training, read by `export`).
+pub mod best_files {
+    /// The prompt encoder, PyTorch names (`embedding.weight`, `lstm.*`, `mlp.*`).
+    pub const PROMPT_ENCODER: &str = "prompt_encoder.safetensors";
+    /// The deep prompts, PEFT names (`embedding.weight`, `transform.*`).
+    pub const DEEP_PROMPT: &str = "deep_prompt.safetensors";
+    /// The linear head (`weight` `[classes, hidden]`, `bias`).
+    pub const HEAD: &str = "head.safetensors";
+}
+
 /// How a run starts in its directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

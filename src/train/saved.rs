@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::report::EpochRecord;
-use super::run_dir::RunDir;
+use super::run_dir::{RunDir, best_files};
 use crate::classifier::{PromptClassifier, linear_head_from_tensors, linear_head_tensors};
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
@@ -52,13 +52,13 @@ pub(super) fn save_best<B: Backend>(
     };
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
     if let Some(p) = &model.prompt {
-        files.push(("prompt_encoder.safetensors", named(p.named_tensors())));
+        files.push((best_files::PROMPT_ENCODER, named(p.named_tensors())));
     }
     if let Some(d) = &model.deep {
-        files.push(("deep_prompt.safetensors", named(d.named_tensors())));
+        files.push((best_files::DEEP_PROMPT, named(d.named_tensors())));
     }
     if let Some(h) = &model.head {
-        files.push(("head.safetensors", named(linear_head_tensors(h))));
+        files.push((best_files::HEAD, named(linear_head_tensors(h))));
     }
     if lm_trains {
         let named: Vec<(String, Vec<usize>, Vec<f32>)> = (model.lm.hf_tensors().into_iter())
@@ -132,26 +132,26 @@ where
     } = model;
     if let Some(d) = &deep {
         deep = Some(
-            DeepPrompt::from_tensors(&sub_map(&map, "deep."), d.shape(), device)
+            DeepPrompt::from_tensors(&sub_map(&map, DEEP), d.shape(), device)
                 .map_err(|m| Error::file(&weights_path, m))?,
         );
     }
     if let Some(h) = &head {
         let [hidden, classes] = h.weight.dims();
         head = Some(
-            linear_head_from_tensors(&sub_map(&map, "head."), hidden, classes, device)
+            linear_head_from_tensors(&sub_map(&map, HEAD), hidden, classes, device)
                 .map_err(|m| Error::file(&weights_path, m))?,
         );
     }
     if let Some(p) = &prompt {
         let kind = p.kind();
         prompt = Some(
-            PromptEncoder::from_tensors(kind, &sub_map(&map, "prompt."), device)
+            PromptEncoder::from_tensors(kind, &sub_map(&map, PROMPT), device)
                 .map_err(|m| Error::file(&weights_path, m))?,
         );
     }
     if config.lm_trains() {
-        let w = Weights::new(&weights_path, sub_map(&map, "lm."))?;
+        let w = Weights::new(&weights_path, sub_map(&map, LM))?;
         lm = BertForMaskedLM::from_weights(&config.lm_config(&model_dir.config), w, device)?;
     }
     let record = recorder().load(read(OPTIMIZER)?, device).map_err(|e| {
@@ -172,6 +172,12 @@ where
     ))
 }
 
+/// Namespaces of the trainable-weights file: each part's own names follow `{namespace}.`.
+const PROMPT: &str = crate::model::prompt_encoder::keys::NAMESPACE;
+const DEEP: &str = crate::model::deep_prompt::keys::NAMESPACE;
+const HEAD: &str = "head";
+const LM: &str = "lm";
+
 /// Trainable weights by name: `prompt.<PyTorch name>`, `deep.<PEFT name>`, `head.weight|bias`
 /// and, when the LM trains, `lm.<HF name>`.
 fn trainable_tensors<B: Backend>(
@@ -186,13 +192,13 @@ fn trainable_tensors<B: Backend>(
         )
     };
     if let Some(p) = &model.prompt {
-        put("prompt", p.named_tensors());
+        put(PROMPT, p.named_tensors());
     }
     if let Some(d) = &model.deep {
-        put("deep", d.named_tensors());
+        put(DEEP, d.named_tensors());
     }
     if let Some(h) = &model.head {
-        put("head", linear_head_tensors(h));
+        put(HEAD, linear_head_tensors(h));
     }
     if lm_trains {
         out.extend(
@@ -200,7 +206,7 @@ fn trainable_tensors<B: Backend>(
                 .lm
                 .hf_tensors()
                 .into_iter()
-                .map(|(k, t)| (format!("lm.{k}"), t.shape, t.data)),
+                .map(|(k, t)| (format!("{LM}.{k}"), t.shape, t.data)),
         );
     }
     out
@@ -213,8 +219,12 @@ fn to_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
     )
 }
 
-fn sub_map(map: &TensorMap, prefix: &str) -> TensorMap {
+/// The tensors of one namespace, the `{namespace}.` stripped from their names.
+fn sub_map(map: &TensorMap, namespace: &str) -> TensorMap {
     map.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            let k = k.strip_prefix(namespace)?.strip_prefix('.')?;
+            Some((k.to_string(), v.clone()))
+        })
         .collect()
 }

@@ -247,7 +247,7 @@ impl<B: TrainBackend> Loop<'_, B> {
         }
         if state.history.is_empty() {
             return Err(Error::invalid(
-                "no epoch to run (the run had already finished; remove --resume to start over)",
+                "no epoch to run (the run had already finished; start without `resume` to start over)",
             ));
         }
         let wall = wall_before + start.elapsed().as_secs_f64();

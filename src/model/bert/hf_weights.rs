@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::config::BertConfig;
 use crate::model::io::host::{RawTensor, to_host};
 use crate::model::io::weights::{Io, Weights, new_param};
-use crate::model::layers::{LayerNorm, SeededDropout};
+use crate::model::layers::{DropoutSite, LayerNorm, SeededDropout};
 
 impl<B: Backend> BertForMaskedLM<B> {
     /// Builds the model from checkpoint tensors (keys already canonical, see [`Weights`]);
@@ -110,18 +110,15 @@ impl<B: Backend> BertEmbeddings<B> {
                 h,
                 c.layer_norm_eps,
             ),
-            // Dropout sites: 0 for the embeddings, then three per layer (see BertLayer::io).
-            dropout: SeededDropout::new(c.hidden_dropout_prob, 0),
+            dropout: SeededDropout::at(c.hidden_dropout_prob, DropoutSite::Embeddings),
         }
     }
 }
 
 impl<B: Backend> BertLayer<B> {
-    /// Layer `i` at prefix `p`; its dropout sites are `1 + 3i` (attention probabilities),
-    /// `2 + 3i` (attention output) and `3 + 3i` (feed-forward output).
+    /// Layer `i` at prefix `p`, with its three dropout sites (see [`DropoutSite`]).
     fn io(io: &mut Io<'_, B>, p: &str, cur: Option<&Self>, c: &BertConfig, i: usize) -> Self {
         let (h, inter) = (c.hidden_size, c.intermediate_size);
-        let site = 3 * i as u64;
         let sa = cur.map(|l| &l.attention.self_attention);
         let self_attention = BertSelfAttention {
             query: io.linear(
@@ -137,7 +134,10 @@ impl<B: Backend> BertLayer<B> {
                 h,
                 h,
             ),
-            dropout: SeededDropout::new(c.attention_probs_dropout_prob, 1 + site),
+            dropout: SeededDropout::at(
+                c.attention_probs_dropout_prob,
+                DropoutSite::AttentionProbs { layer: i },
+            ),
             num_heads: c.num_attention_heads,
         };
         let output = BertResidualOutput::io(
@@ -146,7 +146,7 @@ impl<B: Backend> BertLayer<B> {
             cur.map(|l| &l.attention.output),
             [h, h],
             c,
-            2 + site,
+            DropoutSite::AttentionOutput { layer: i },
         );
         let intermediate = BertIntermediate {
             dense: io.linear(
@@ -169,7 +169,7 @@ impl<B: Backend> BertLayer<B> {
                 cur.map(|l| &l.output),
                 [inter, h],
                 c,
-                3 + site,
+                DropoutSite::FeedForwardOutput { layer: i },
             ),
         }
     }
@@ -183,7 +183,7 @@ impl<B: Backend> BertResidualOutput<B> {
         cur: Option<&Self>,
         [d_in, d_out]: [usize; 2],
         c: &BertConfig,
-        site: u64,
+        site: DropoutSite,
     ) -> Self {
         BertResidualOutput {
             dense: io.linear(&format!("{p}.dense"), cur.map(|o| &o.dense), d_in, d_out),
@@ -194,7 +194,7 @@ impl<B: Backend> BertResidualOutput<B> {
                 d_out,
                 c.layer_norm_eps,
             ),
-            dropout: SeededDropout::new(c.hidden_dropout_prob, site),
+            dropout: SeededDropout::at(c.hidden_dropout_prob, site),
         }
     }
 }
