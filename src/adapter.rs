@@ -28,6 +28,7 @@ use crate::model::tensors::{RawTensor, StorageDType, parse_safetensors, safetens
 use crate::prompt::{PromptSpec, Template, Verbalizer};
 use crate::tokenizer::BertTokenizer;
 
+/// Format name of adapters with prompt vectors only.
 pub const FORMAT: &str = "ptune-adapter-v1";
 /// Adapters with deep prompts or a linear head.
 pub const FORMAT_V2: &str = "ptune-adapter-v2";
@@ -36,14 +37,20 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// The adapter's description, stored as JSON in the safetensors metadata key `ptune`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterInfo {
+    /// [`FORMAT`] or [`FORMAT_V2`]; reading rejects anything else.
     pub format: String,
+    /// The template spec (e.g. `"[P]*4 [MASK] {text}"`), see [`crate::prompt`].
     pub template: String,
     /// `class=word,...` as given to `--labels`.
     pub labels: String,
+    /// Maximum encoded length in tokens, `[CLS]`, `[SEP]` and pseudo tokens included.
     pub max_len: usize,
+    /// Hidden size of the backbone, the width of every prompt vector.
     pub hidden_size: usize,
+    /// Number of prompt vectors: the template's `[P]` pseudo tokens (0: none).
     pub n_prompts: usize,
     /// SHA-256 of the backbone (config, vocabulary and weights); see [`fingerprint`].
     pub backbone: String,
@@ -55,6 +62,7 @@ pub struct AdapterInfo {
     /// The backbone's layers and heads the prefix is laid out for (with `prefix_len`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_layers: usize,
+    /// Attention heads of the backbone (0 without deep prompts).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_heads: usize,
     /// The class is read by a linear head (`head.*` tensors) instead of the label words.
@@ -62,8 +70,10 @@ pub struct AdapterInfo {
     pub head: bool,
 }
 
+/// A trained task as stored in an adapter file: description and tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Adapter {
+    /// The description (metadata key `ptune`).
     pub info: AdapterInfo,
     /// `[n_prompts, hidden]`, row-major.
     pub vectors: Vec<f32>,
@@ -147,6 +157,9 @@ impl Adapter {
         }
     }
 
+    /// Reads and validates an adapter file: the format name, the tensor shapes against the
+    /// metadata, and that no unexpected tensor is present. Returns [`Error::File`] naming
+    /// `path` when any check fails, [`Error::Io`] when the file cannot be read.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = read_file(path)?;
         let bad = |m: String| Error::file(path, m);
@@ -382,12 +395,16 @@ impl Adapter {
 pub struct Backbone<B: Backend> {
     /// The model directory (for messages).
     pub dir: std::path::PathBuf,
+    /// The masked LM, shared (cloned) by every attached task.
     pub lm: BertForMaskedLM<B>,
+    /// The backbone's tokenizer.
     pub tokenizer: BertTokenizer,
+    /// SHA-256 [`fingerprint`] of the backbone, as a hex string.
     pub fingerprint: String,
 }
 
 impl<B: Backend> Backbone<B> {
+    /// Loads the tokenizer and weights of `model_dir` onto `device` and computes the fingerprint.
     pub fn load(model_dir: &ModelDir, device: &B::Device) -> Result<Self> {
         let tokenizer = model_dir.tokenizer()?;
         let lm = model_dir.load::<B>(device)?;
@@ -404,15 +421,20 @@ impl<B: Backend> Backbone<B> {
 /// One classification task on a (shared) backbone: clones of a module share weight storage.
 #[derive(Debug, Clone)]
 pub struct Task<B: Backend> {
+    /// The backbone with this task's prompt vectors, deep prompts and head attached.
     pub classifier: PromptClassifier<B>,
+    /// How a text is laid out around the pseudo tokens and the `[MASK]`.
     pub template: Template,
+    /// Classes and their label words.
     pub verbalizer: Verbalizer,
+    /// Maximum encoded length in tokens; longer texts are truncated.
     pub max_len: usize,
 }
 
 /// A classified text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
+    /// The most probable class.
     pub label: String,
     /// Per-class probability, in class order.
     pub probs: Vec<f32>,

@@ -8,11 +8,16 @@ use crate::classifier::{PromptClassifier, score_all};
 use crate::data::Batch;
 use crate::prompt::Encoded;
 
+/// One timed run: how many examples took how long.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
+    /// What was timed (e.g. `"evaluation (length-sorted batches)"`).
     pub what: String,
+    /// Number of examples processed.
     pub examples: usize,
+    /// Wall-clock time of the run, in seconds.
     pub seconds: f64,
+    /// `examples / seconds`.
     pub examples_per_s: f64,
     /// Real (non-padding) tokens processed, for FLOP estimates.
     pub tokens: usize,

@@ -20,8 +20,10 @@ use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::RawTensor;
 use crate::model::weights::new_param;
 
+/// A BERT masked LM with the trainable parts of a prompt-based task attached.
 #[derive(Module, Debug)]
 pub struct PromptClassifier<B: Backend> {
+    /// The backbone (frozen in P-tuning, trained in fine-tuning).
     pub lm: BertForMaskedLM<B>,
     /// `None`: pseudo tokens keep their own (`[unusedK]`) embeddings, as in fine-tuning,
     /// zero-shot and manual templates.
@@ -264,9 +266,13 @@ fn first_mask_rows(batch: &Batch) -> Vec<u32> {
 /// What the encoder is run on: input embeddings, token types, the padding mask, and the
 /// deep prompts' per-layer keys and values.
 pub struct EncoderInputs<B: Backend> {
+    /// Input embeddings `[batch, len, hidden]`, pseudo tokens already replaced.
     pub embeds: Tensor<B, 3>,
+    /// Token types `[batch, len]`; `None` when every token type of the batch is 0.
     pub types: Option<Tensor<B, 2, Int>>,
+    /// The padding mask of the batch.
     pub mask: AttentionMask<B>,
+    /// Deep prompts' per-layer keys and values; `None` without deep prompts.
     pub prefixes: Option<Prefixes<B>>,
 }
 
@@ -299,6 +305,7 @@ pub fn softmax_row(scores: &[f32]) -> Vec<f32> {
     e.into_iter().map(|x| x / z).collect()
 }
 
+/// Index of the largest score (the first one on ties; 0 for an empty slice).
 pub fn argmax(scores: &[f32]) -> usize {
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {

@@ -8,22 +8,33 @@
 
 use std::path::{Path, PathBuf};
 
+/// The library's error: what went wrong and which file, line or input it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be opened, read or written.
     #[error("{}: {}", one_line(&path.display().to_string()), one_line(&source.to_string()))]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The file was read but its content is wrong (malformed JSON, corrupt weights, ...).
     #[error("{}: {}", one_line(&path.display().to_string()), one_line(msg))]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        msg: String,
+    },
     /// One line of a text file is wrong.
     #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(msg))]
     Line {
+        /// The file.
         path: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong with the line.
         msg: String,
     },
     /// A command-line value or specification is wrong.
@@ -52,9 +63,11 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// [`Error::Io`] for `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -62,6 +75,7 @@ impl Error {
         }
     }
 
+    /// [`Error::File`]: `path` was read but `msg` says what is wrong with its content.
     pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::File {
             path: path.as_ref().to_path_buf(),
@@ -69,6 +83,7 @@ impl Error {
         }
     }
 
+    /// [`Error::Line`]: line `line` (1-based) of `path` is wrong, as `msg` says.
     pub fn line(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
         Error::Line {
             path: path.as_ref().to_path_buf(),
@@ -77,6 +92,7 @@ impl Error {
         }
     }
 
+    /// [`Error::Invalid`]: a command-line value or specification is wrong.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }

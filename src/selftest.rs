@@ -31,13 +31,18 @@ pub const STEP_REFERENCE: &str = include_str!("selftest_reference.json");
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What was checked, for the report.
     pub name: String,
+    /// Number of values compared.
     pub compared: usize,
+    /// Largest difference found (absolute, relative for sums of many values).
     pub max_abs_diff: f64,
+    /// The largest difference that still passes.
     pub tolerance: f64,
 }
 
 impl Check {
+    /// Whether `max_abs_diff` is within `tolerance`.
     pub fn passed(&self) -> bool {
         self.max_abs_diff <= self.tolerance
     }
@@ -120,6 +125,7 @@ pub fn logits<B: Kernels>(model_dir: &ModelDir, device: &B::Device) -> Result<Ch
 /// The result of one P-tuning step: the loss and the prompt encoder's weights after it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
+    /// Mean cross-entropy loss of the batch before the step.
     pub loss: f64,
     /// Per tensor: (sum, sum of squares, first 8 values).
     pub tensors: BTreeMap<String, (f64, f64, Vec<f32>)>,

@@ -11,15 +11,21 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result, read_file};
 
+/// WordPiece tokenizer for a BERT `vocab.txt`, with the ids of its special tokens.
 pub struct BertTokenizer {
     inner: Tokenizer,
     /// Lines in vocab.txt (ids run 0..len); larger than the distinct-token count when the
     /// file repeats a piece (the later line wins, as in transformers).
     vocab_lines: usize,
+    /// Id of `[CLS]`.
     pub cls_id: u32,
+    /// Id of `[SEP]`.
     pub sep_id: u32,
+    /// Id of `[MASK]`.
     pub mask_id: u32,
+    /// Id of `[PAD]`.
     pub pad_id: u32,
+    /// Id of `[UNK]`, which unknown words map to.
     pub unk_id: u32,
 }
 
@@ -102,10 +108,12 @@ impl BertTokenizer {
         out
     }
 
+    /// Id of a vocabulary token (e.g. `"[MASK]"`, `"##ing"`), or `None` if the vocabulary lacks it.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
 
+    /// The token string of `id`, or `None` if `id` is outside the vocabulary.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }

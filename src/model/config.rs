@@ -10,16 +10,27 @@ use crate::error::{Error, Result, read_file};
 /// The fields of `BertConfig` that the architecture depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
+    /// Rows of the word-embedding table (required, > 0).
     pub vocab_size: usize,
+    /// Hidden size `H` (required, a multiple of `num_attention_heads`).
     pub hidden_size: usize,
+    /// Number of transformer layers (required, > 0).
     pub num_hidden_layers: usize,
+    /// Attention heads per layer (required, > 0).
     pub num_attention_heads: usize,
+    /// Width of the feed-forward's inner layer (required, > 0).
     pub intermediate_size: usize,
+    /// Number of position embeddings, the longest input (default 512).
     pub max_position_embeddings: usize,
+    /// Number of token types (segments), default 2.
     pub type_vocab_size: usize,
+    /// LayerNorm epsilon (default 1e-12).
     pub layer_norm_eps: f64,
+    /// Feed-forward and MLM-head activation (`hidden_act`, default `gelu`).
     pub hidden_act: Activation,
+    /// Dropout on embeddings and sub-layer outputs, in [0, 1) (default 0.1).
     pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities, in [0, 1) (default 0.1).
     pub attention_probs_dropout_prob: f64,
 }
 
@@ -183,6 +194,7 @@ impl BertConfig {
         })
     }
 
+    /// Width of one attention head, `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

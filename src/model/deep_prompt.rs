@@ -50,8 +50,11 @@ impl FromStr for Reparam {
 /// Shape of the backbone the prefixes are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixShape {
+    /// Number of encoder layers `L`, each with its own key and value prefix.
     pub num_layers: usize,
+    /// Attention heads per layer; `hidden` is split into this many heads.
     pub num_heads: usize,
+    /// Hidden size `H` of the backbone.
     pub hidden: usize,
 }
 
@@ -82,19 +85,28 @@ pub mod keys {
     }
 }
 
+/// The reparameterisation MLP `Linear(H, R) → tanh → Linear(R, L·2·H)` (PEFT's `transform`).
 #[derive(Module, Debug)]
 pub struct PrefixMlp<B: Backend> {
+    /// PEFT key `transform.0`, `H → R`.
     pub linear1: Linear<B>,
+    /// PEFT key `transform.2`, `R → L·2·H`.
     pub linear2: Linear<B>,
 }
 
+/// Trainable deep prompts: `P` virtual tokens' keys and values for every layer, optionally
+/// produced by a [`PrefixMlp`] (see the module docs for the layout).
 #[derive(Module, Debug)]
 pub struct DeepPrompt<B: Backend> {
     /// `[P, L·2·H]` without reparameterisation, `[P, H]` with.
     pub embedding: Param<Tensor<B, 2>>,
+    /// The reparameterisation MLP ([`Reparam::Mlp`]); `None` for [`Reparam::None`].
     pub transform: Option<PrefixMlp<B>>,
+    /// Number of encoder layers `L` the prefix is laid out for.
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: usize,
+    /// Hidden size `H` of the backbone.
     pub hidden: usize,
 }
 
@@ -105,8 +117,11 @@ pub struct DeepPrompt<B: Backend> {
 /// positions after `past_key_values`, and PEFT's prefix tuning runs that way).
 #[derive(Debug, Clone)]
 pub struct Prefixes<B: Backend> {
+    /// One (key, value) pair per encoder layer, `[batch, heads, P, head_dim]` each.
     pub layers: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
+    /// Additive attention bias of the prefix slots, `[batch, 1, 1, P]`: 0 or -inf.
     pub bias: Tensor<B, 4>,
+    /// Per row, the number of prefix slots it uses: its first token position.
     pub offsets: Vec<usize>,
 }
 
@@ -145,16 +160,19 @@ impl<B: Backend> Prefixes<B> {
         }
     }
 
+    /// Number of prefix slots `P` (the longest prefix in the batch).
     pub fn len(&self) -> usize {
         self.bias.dims()[3]
     }
 
+    /// Whether there are no prefix slots.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl<B: Backend> DeepPrompt<B> {
+    /// The backbone shape (layers, heads, hidden) these prompts are laid out for.
     pub fn shape(&self) -> PrefixShape {
         PrefixShape {
             num_layers: self.num_layers,
@@ -163,10 +181,12 @@ impl<B: Backend> DeepPrompt<B> {
         }
     }
 
+    /// Number of virtual tokens `P` per layer.
     pub fn prefix_len(&self) -> usize {
         self.embedding.dims()[0]
     }
 
+    /// [`Reparam::Mlp`] when the prefixes come from an MLP, else [`Reparam::None`].
     pub fn reparam(&self) -> Reparam {
         if self.transform.is_some() {
             Reparam::Mlp

@@ -7,6 +7,7 @@ use super::bert::BertForMaskedLM;
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
 
+/// The most probable tokens at one `[MASK]`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MaskPrediction {
     /// Position of the `[MASK]` in the encoded ids (0 is `[CLS]`).
@@ -15,6 +16,9 @@ pub struct MaskPrediction {
     pub candidates: Vec<(String, u32, f32)>,
 }
 
+/// The `top_k` most probable tokens at every `[MASK]` of `text`, in order of position.
+/// The text is encoded as `[CLS] text [SEP]`, truncated to the model's positions.
+/// Returns [`Error::Invalid`] when the encoded text has no `[MASK]`.
 pub fn fill_mask<B: super::kernels::Kernels>(
     model: &BertForMaskedLM<B>,
     tokenizer: &BertTokenizer,

@@ -20,12 +20,16 @@ use super::kernels::{self, Kernels, mix};
 /// LayerNorm over the hidden axis with HF's parameter names (`LayerNorm.weight` / `.bias`).
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
+    /// Scale (HF `LayerNorm.weight`, `gamma` in old checkpoints), `[hidden]`.
     pub weight: Param<Tensor<B, 1>>,
+    /// Shift (HF `LayerNorm.bias`, `beta` in old checkpoints), `[hidden]`.
     pub bias: Param<Tensor<B, 1>>,
+    /// Added to the variance before the square root (the config's `layer_norm_eps`).
     pub eps: f64,
 }
 
 impl<B: Kernels> LayerNorm<B> {
+    /// Normalises `x` over its last axis, then scales and shifts; the shape is unchanged.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
@@ -49,10 +53,12 @@ pub enum Activation {
     Gelu,
     /// Tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`).
     GeluTanh,
+    /// `max(x, 0)` (`"relu"`).
     Relu,
 }
 
 impl Activation {
+    /// The activation, element-wise; the shape is unchanged.
     pub fn apply<B: Kernels, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::Gelu => kernels::gelu_exact(x),
@@ -109,12 +115,14 @@ impl DropoutSite {
 /// Dropout of one place in the network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SeededDropout {
+    /// Probability of zeroing an element, in [0, 1); kept elements are scaled by `1 / (1 - prob)`.
     pub prob: f64,
     /// Distinguishes this site's mask stream from every other site's.
     pub site: u64,
 }
 
 impl SeededDropout {
+    /// A dropout site with probability `prob` and stream id `site`.
     pub fn new(prob: f64, site: u64) -> Self {
         SeededDropout { prob, site }
     }

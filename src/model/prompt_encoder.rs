@@ -80,18 +80,23 @@ pub mod keys {
     }
 }
 
+/// The head of the `lstm` and `mlp` encoders: `Linear(H, H) → ReLU → Linear(H, H)`.
 #[derive(Module, Debug)]
 pub struct PromptMlp<B: Backend> {
+    /// Tensor name `mlp.0`, `H → H`.
     pub linear1: Linear<B>,
+    /// Tensor name `mlp.2`, `H → H`.
     pub linear2: Linear<B>,
 }
 
+/// A prompt encoder of any [`PromptEncoderKind`]: the kind follows from which parts are present.
 #[derive(Module, Debug)]
 pub struct PromptEncoder<B: Backend> {
     /// `[n_prompts, hidden]`.
     pub embedding: Param<Tensor<B, 2>>,
     /// Two bidirectional layers for `lstm`, none otherwise.
     pub lstm: Vec<BiLstm<B>>,
+    /// The Linear-ReLU-Linear head for `lstm` and `mlp`; `None` for `embedding`.
     pub mlp: Option<PromptMlp<B>>,
 }
 
@@ -111,6 +116,7 @@ impl<B: Backend> PromptEncoder<B> {
         }
     }
 
+    /// Which kind of encoder this is, read off its parts.
     pub fn kind(&self) -> PromptEncoderKind {
         match (self.lstm.is_empty(), self.mlp.is_some()) {
             (false, _) => PromptEncoderKind::Lstm,
@@ -119,6 +125,7 @@ impl<B: Backend> PromptEncoder<B> {
         }
     }
 
+    /// Number of prompt vectors it produces (the template's pseudo tokens).
     pub fn n_prompts(&self) -> usize {
         self.embedding.dims()[0]
     }

@@ -49,12 +49,18 @@ impl<B: Backend> AttentionMask<B> {
 /// One layer's prefix keys and values, `[batch, heads, P, head_dim]` each.
 pub type LayerPrefix<'a, B> = Option<&'a (Tensor<B, 4>, Tensor<B, 4>)>;
 
+/// `bert.embeddings`: word, position and token-type embeddings, then LayerNorm and dropout.
 #[derive(Module, Debug)]
 pub struct BertEmbeddings<B: Backend> {
+    /// HF key `word_embeddings.weight`, `[vocab, hidden]`.
     pub word_embeddings: Embedding<B>,
+    /// HF key `position_embeddings.weight`, `[max_positions, hidden]`.
     pub position_embeddings: Embedding<B>,
+    /// HF key `token_type_embeddings.weight`, `[type_vocab, hidden]`.
     pub token_type_embeddings: Embedding<B>,
+    /// HF key `LayerNorm`.
     pub layer_norm: LayerNorm<B>,
+    /// Dropout after the LayerNorm (`hidden_dropout_prob`).
     pub dropout: SeededDropout,
 }
 
@@ -102,12 +108,18 @@ impl<B: Kernels> BertEmbeddings<B> {
     }
 }
 
+/// `attention.self`: multi-head scaled dot-product self-attention (before the output projection).
 #[derive(Module, Debug)]
 pub struct BertSelfAttention<B: Backend> {
+    /// Query projection, hidden → hidden.
     pub query: Linear<B>,
+    /// Key projection, hidden → hidden.
     pub key: Linear<B>,
+    /// Value projection, hidden → hidden.
     pub value: Linear<B>,
+    /// Dropout on the attention probabilities (`attention_probs_dropout_prob`).
     pub dropout: SeededDropout,
+    /// Number of attention heads; `hidden` is divisible by it.
     pub num_heads: usize,
 }
 
@@ -152,12 +164,17 @@ impl<B: Kernels> BertSelfAttention<B> {
 /// Dense + dropout + residual + LayerNorm (transformers' `BertSelfOutput` and `BertOutput`).
 #[derive(Module, Debug)]
 pub struct BertResidualOutput<B: Backend> {
+    /// Projection of the sub-layer's output back to hidden size.
     pub dense: Linear<B>,
+    /// HF key `LayerNorm`, applied after the residual sum.
     pub layer_norm: LayerNorm<B>,
+    /// Dropout on the projection, before the residual sum.
     pub dropout: SeededDropout,
 }
 
 impl<B: Kernels> BertResidualOutput<B> {
+    /// `LayerNorm(dropout(dense(x)) + residual)`: `x` `[batch, len, _]`, `residual` and the
+    /// result `[batch, len, hidden]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -169,27 +186,39 @@ impl<B: Kernels> BertResidualOutput<B> {
     }
 }
 
+/// `attention`: self-attention followed by its output projection and residual.
 #[derive(Module, Debug)]
 pub struct BertAttention<B: Backend> {
     /// HF key `attention.self`.
     pub self_attention: BertSelfAttention<B>,
+    /// HF key `attention.output`.
     pub output: BertResidualOutput<B>,
 }
 
+/// `intermediate`: the feed-forward's first half, hidden → intermediate size, then the
+/// activation.
 #[derive(Module, Debug)]
 pub struct BertIntermediate<B: Backend> {
+    /// HF key `intermediate.dense`.
     pub dense: Linear<B>,
+    /// The config's `hidden_act`.
     pub act: Activation,
 }
 
+/// One transformer block, HF key `bert.encoder.layer.N`.
 #[derive(Module, Debug)]
 pub struct BertLayer<B: Backend> {
+    /// Self-attention with its residual output.
     pub attention: BertAttention<B>,
+    /// Feed-forward up-projection and activation.
     pub intermediate: BertIntermediate<B>,
+    /// HF key `output`: feed-forward down-projection with residual and LayerNorm.
     pub output: BertResidualOutput<B>,
 }
 
 impl<B: Kernels> BertLayer<B> {
+    /// The layer on `x` `[batch, len, hidden]`, returning the same shape. `prefix`: this layer's
+    /// deep-prompt keys and values (`mask` must then cover them); `seed`: dropout on when `Some`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -224,22 +253,30 @@ impl<B: Kernels> BertLayer<B> {
     }
 }
 
+/// `bert.encoder`: the stack of transformer layers.
 #[derive(Module, Debug)]
 pub struct BertEncoder<B: Backend> {
+    /// The layers in order, HF keys `bert.encoder.layer.0` onwards.
     pub layer: Vec<BertLayer<B>>,
 }
 
+/// `bert`: embeddings and encoder (this model has no pooler).
 #[derive(Module, Debug)]
 pub struct BertModel<B: Backend> {
+    /// HF key `bert.embeddings`.
     pub embeddings: BertEmbeddings<B>,
+    /// HF key `bert.encoder`.
     pub encoder: BertEncoder<B>,
 }
 
 /// `cls.predictions.transform`.
 #[derive(Module, Debug)]
 pub struct BertPredictionHeadTransform<B: Backend> {
+    /// HF key `transform.dense`, hidden → hidden.
     pub dense: Linear<B>,
+    /// The config's `hidden_act`.
     pub act: Activation,
+    /// HF key `transform.LayerNorm`.
     pub layer_norm: LayerNorm<B>,
 }
 
@@ -247,20 +284,28 @@ pub struct BertPredictionHeadTransform<B: Backend> {
 /// checkpoint carries a different matrix) plus a per-token bias.
 #[derive(Module, Debug)]
 pub struct BertLMPredictionHead<B: Backend> {
+    /// Dense, activation and LayerNorm before the decoder.
     pub transform: BertPredictionHeadTransform<B>,
     /// Untied decoder weight `[vocab, hidden]`; `None` when tied to the word embeddings.
     pub decoder: Option<Param<Tensor<B, 2>>>,
+    /// HF key `cls.predictions.bias`, `[vocab]`.
     pub bias: Param<Tensor<B, 1>>,
 }
 
+/// `cls`: the masked-LM head.
 #[derive(Module, Debug)]
 pub struct BertOnlyMLMHead<B: Backend> {
+    /// HF key `cls.predictions`.
     pub predictions: BertLMPredictionHead<B>,
 }
 
+/// BERT with its masked-LM head (transformers' `BertForMaskedLM`); loaded from and saved
+/// to Hugging Face weight keys.
 #[derive(Module, Debug)]
 pub struct BertForMaskedLM<B: Backend> {
+    /// HF key prefix `bert`.
     pub bert: BertModel<B>,
+    /// HF key prefix `cls`.
     pub cls: BertOnlyMLMHead<B>,
 }
 
@@ -392,10 +437,12 @@ impl<B: Kernels> BertForMaskedLM<B> {
 }
 
 impl<B: Backend> BertForMaskedLM<B> {
+    /// Hidden size `H`, the word-embedding width.
     pub fn hidden_size(&self) -> usize {
         self.bert.embeddings.word_embeddings.weight.dims()[1]
     }
 
+    /// Number of rows of the word-embedding table.
     pub fn vocab_size(&self) -> usize {
         self.bert.embeddings.word_embeddings.weight.dims()[0]
     }
@@ -425,6 +472,8 @@ impl<B: Backend> BertForMaskedLM<B> {
         }
     }
 
+    /// Number of position embeddings: the longest sequence the model accepts, deep-prompt
+    /// prefix included.
     pub fn max_positions(&self) -> usize {
         self.bert.embeddings.position_embeddings.weight.dims()[0]
     }

@@ -14,6 +14,7 @@ use crate::model::config::BertConfig;
 /// Where and how to write a model directory.
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
+    /// Element type the weights are stored in.
     pub dtype: StorageDType,
     /// Largest shard in bytes; `None` writes one `model.safetensors`.
     pub max_shard_bytes: Option<usize>,

@@ -10,15 +10,20 @@ use burn::tensor::backend::Backend;
 /// Element type a tensor had on disk (it is always held as `f32` here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceDType {
+    /// 32-bit float.
     F32,
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     BF16,
+    /// 64-bit float (narrowed to `f32` on reading).
     F64,
     /// Integer buffers such as `position_ids`: kept so they can be recognised and ignored.
     Int,
 }
 
 impl SourceDType {
+    /// The PyTorch-style name (`"float32"`, `"bfloat16"`, `"int"`, ...), for messages.
     pub fn name(self) -> &'static str {
         match self {
             SourceDType::F32 => "float32",
@@ -33,12 +38,16 @@ impl SourceDType {
 /// A dense row-major tensor held as `f32` on the host (its element type on disk in `dtype`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawTensor {
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements in row-major order; `data.len()` is the product of `shape`.
     pub data: Vec<f32>,
+    /// Element type in the file it came from ([`SourceDType::F32`] when made in memory).
     pub dtype: SourceDType,
 }
 
 impl RawTensor {
+    /// A tensor of `shape` from row-major `data` (dtype f32); the lengths must agree.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         RawTensor {

@@ -16,11 +16,17 @@ use crate::tokenizer::BertTokenizer;
 /// The files of a Hugging Face BERT checkpoint directory.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
+    /// The checkpoint directory.
     pub dir: PathBuf,
+    /// Its `config.json`, parsed and validated.
     pub config: BertConfig,
+    /// The weights: `model.safetensors`, `pytorch_model.bin` or `model.safetensors.index.json`.
     pub weight_file: PathBuf,
+    /// Which format `weight_file` is in.
     pub weight_format: WeightFormat,
+    /// The WordPiece vocabulary, `vocab.txt`.
     pub vocab_file: PathBuf,
+    /// `do_lower_case` of `tokenizer_config.json` (true when the file or the field is absent).
     pub lowercase: bool,
 }
 
@@ -57,6 +63,8 @@ impl ModelDir {
         })
     }
 
+    /// The tokenizer of `vocab.txt`; returns [`Error::File`] when its line count differs from
+    /// the config's `vocab_size`.
     pub fn tokenizer(&self) -> Result<BertTokenizer> {
         let tok = BertTokenizer::from_vocab_file(&self.vocab_file, self.lowercase)?;
         if tok.vocab_size() != self.config.vocab_size {

@@ -55,9 +55,11 @@ pub(crate) fn parse_safetensors(bytes: &[u8]) -> std::result::Result<TensorMap, 
 /// The weight file found in a checkpoint directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightFormat {
+    /// A single `model.safetensors`.
     Safetensors,
     /// `model.safetensors.index.json` naming the shard files (as the Hub writes large models).
     SafetensorsSharded,
+    /// `pytorch_model.bin`, a PyTorch zip (pickle) checkpoint.
     PyTorchPickle,
 }
 
@@ -145,8 +147,11 @@ fn read_sharded(index: &Path) -> Result<TensorMap> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageDType {
+    /// 32-bit float.
     F32,
+    /// IEEE half precision (rounded from f32).
     F16,
+    /// bfloat16 (rounded from f32).
     Bf16,
 }
 

@@ -46,6 +46,8 @@ pub fn param_id(key: &str) -> ParamId {
     ParamId::from(h)
 }
 
+/// The tensors of a checkpoint by [`canonical_key`], taken one by one while a model is built;
+/// missing, mis-shaped and left-over keys are collected and reported by [`Weights::finish`].
 pub struct Weights {
     source: PathBuf,
     tensors: BTreeMap<String, RawTensor>,
@@ -54,6 +56,8 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// The tensors of `map`, read from `source` (named in errors), under their canonical keys;
+    /// returns [`Error::File`] when two keys map to the same canonical key.
     pub fn new(source: &Path, map: TensorMap) -> Result<Self> {
         let mut tensors = BTreeMap::new();
         for (k, v) in map {
@@ -73,6 +77,7 @@ impl Weights {
         })
     }
 
+    /// Whether a tensor (canonical key) is still there to be taken.
     pub fn contains(&self, key: &str) -> bool {
         self.tensors.contains_key(key)
     }
@@ -129,6 +134,8 @@ impl Weights {
         }
     }
 
+    /// [`Weights::take`] as a trainable parameter of `shape` on `device` (zeros if missing or
+    /// mis-shaped, reported by [`Weights::finish`]).
     pub fn param<B: Backend, const D: usize>(
         &mut self,
         key: &str,
@@ -156,10 +163,14 @@ pub fn new_param<B: Backend, const D: usize>(
 /// [`Weights`], saving appends its tensors (in PyTorch layouts, in the order the keys are
 /// visited) and hands back clones of what it was given.
 pub enum Io<'a, B: Backend> {
+    /// Building a model from checkpoint tensors.
     Load {
+        /// The tensors, taken from as keys are visited.
         weights: &'a mut Weights,
+        /// Where the parameters are created.
         device: &'a B::Device,
     },
+    /// Saving a model: its tensors are appended here by HF key.
     Save(&'a mut Vec<(String, RawTensor)>),
 }
 

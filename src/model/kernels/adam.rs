@@ -10,10 +10,15 @@ use super::simd::{CHUNK, simd_dispatch};
 /// Hyper-parameters of one `Kernels::adam_step`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamStep {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to the bias-corrected `sqrt(v)` in the denominator.
     pub eps: f64,
+    /// Weight-decay coefficient (0: none); see `decoupled`.
     pub weight_decay: f64,
     /// AdamW (decay the weights) rather than Adam (L2 term added to the gradient).
     pub decoupled: bool,

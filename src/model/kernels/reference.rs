@@ -14,10 +14,14 @@ pub fn gelu_exact<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     B::gelu(x)
 }
 
+/// Gradient of exact GELU at `x` given the output gradient `grad`: burn's own `gelu_backward`.
 pub fn gelu_exact_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     B::gelu_backward(x, grad)
 }
 
+/// `softmax(scores + bias)` over the last axis, `bias` broadcast to the shape of `scores`
+/// (e.g. an attention mask `[batch, 1, 1, len]` onto `[batch, heads, q, len]`); the row
+/// maximum is subtracted first, so -inf entries get probability 0.
 pub fn softmax_with_bias<B: Backend>(
     scores: FloatTensor<B>,
     bias: FloatTensor<B>,
@@ -30,6 +34,8 @@ pub fn softmax_with_bias<B: Backend>(
     B::float_div(e, sum)
 }
 
+/// Gradient of a softmax over the last axis from its output `y` and the output gradient
+/// `grad`: `y · (grad − Σ grad · y)`.
 pub fn softmax_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let last = y.shape().num_dims() - 1;
     let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
@@ -46,6 +52,8 @@ pub fn layer_norm<B: Backend>(
     B::layer_norm(x, weight, Some(bias), eps)
 }
 
+/// Gradients of [`layer_norm`] over the last axis from the input `x`, the scale `weight`
+/// `[hidden]` and the output gradient `dy`: `(dx, dweight, dbias)`, `dx` shaped like `x`.
 pub fn layer_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -78,6 +86,8 @@ pub fn layer_norm_backward<B: Backend>(
     (B::float_reshape(dx, shape), dweight, dbias)
 }
 
+/// One Adam (or AdamW, `h.decoupled`) update with bias correction: returns the new
+/// `(param, m, v)`; `eps` is added to the corrected `sqrt(v)`.
 pub fn adam_step<B: Backend>(
     param: FloatTensor<B>,
     grad: FloatTensor<B>,
@@ -124,6 +134,8 @@ pub fn dropout<B: Backend>(x: FloatTensor<B>, prob: f64, seed: u64) -> FloatTens
     B::float_mul(x, mask)
 }
 
+/// Attention heads back into the hidden axis: `[batch, heads, len, head_dim]` →
+/// `[batch, len, heads · head_dim]`.
 pub fn merge_heads<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let s = x.shape();
     let (b, nh, l, hd) = (s[0], s[1], s[2], s[3]);

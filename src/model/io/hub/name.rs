@@ -8,7 +8,9 @@ use crate::error::Error;
 /// A Hub model name: `ORG/NAME` and a revision (branch, tag or commit; default `main`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubName {
+    /// `ORG/NAME`.
     pub repo: String,
+    /// Branch, tag or commit.
     pub revision: String,
 }
 
@@ -21,7 +23,9 @@ impl std::fmt::Display for HubName {
 /// What a `--model` value names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
+    /// A local model directory (it may not exist).
     Local(PathBuf),
+    /// A model on the Hub, to be downloaded or found in the cache.
     Hub(HubName),
 }
 

@@ -22,6 +22,7 @@ pub struct HubSettings {
     pub progress: bool,
 }
 
+/// The Hub's base URL when no endpoint is configured.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// `HF_HUB_OFFLINE`-style booleans, as huggingface_hub reads them.
