@@ -47,8 +47,8 @@ pub struct PretrainConfig {
     pub max_len: usize,
     /// How corpus lines are cut or packed into sequences.
     pub packing: Packing,
-    /// Mask whole words (every sub-token of a chosen word) instead of single tokens; the corpus shard
-    /// then records word continuations.
+    /// Mask whole words (every sub-token of a chosen word) instead of single tokens; the corpus
+    /// shard then records word continuations.
     pub whole_word_mask: bool,
     /// Fraction of the non-special tokens chosen as MLM targets; must be in (0, 1).
     pub mask_rate: f64,
@@ -58,7 +58,8 @@ pub struct PretrainConfig {
     pub seed: u64,
     /// Held-out sequences (never trained on) for the MLM loss.
     pub eval_sequences: usize,
-    /// Steps between evaluations on the held-out sequences (each one a [`PretrainRecord`]); positive.
+    /// Steps between evaluations on the held-out sequences (each one a [`PretrainRecord`]);
+    /// positive.
     pub eval_every: usize,
     /// Steps between checkpoints in the run directory; positive.
     pub save_every: usize,
@@ -220,7 +221,8 @@ pub struct PretrainSummary {
     pub heldout_loss: Option<f64>,
     /// Held-out perplexity of the last evaluation (`None` if there was none).
     pub heldout_ppl: Option<f64>,
-    /// Mean tokens per second over the whole run (`tokens / wall_seconds`; 0 before any time passed).
+    /// Mean tokens per second over the whole run (`tokens / wall_seconds`; 0 before any time
+    /// passed).
     pub tokens_per_s: f64,
     /// Training time in seconds over all invocations of the run.
     pub wall_seconds: f64,

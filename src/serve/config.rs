@@ -15,7 +15,8 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     /// Most texts one request may send (default 64); more is refused with 413.
     pub max_texts_per_request: usize,
-    /// Most characters (Unicode scalar values) in one text (default 2000); longer is refused with 413.
+    /// Most characters (Unicode scalar values) in one text (default 2000); a longer one is
+    /// refused with 413.
     pub max_text_chars: usize,
     /// Largest request body in bytes (default 1 MiB); larger is refused with 413.
     pub max_body_bytes: usize,
