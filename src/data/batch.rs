@@ -8,9 +8,13 @@ use crate::prompt::Encoded;
 /// A padded batch on the host, flat row-major `[batch, len]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// Rows.
     pub batch_size: usize,
+    /// Length of every row (the longest example; shorter ones are padded).
     pub seq_len: usize,
+    /// Token ids, padding included, `batch_size × seq_len`.
     pub ids: Vec<u32>,
+    /// Segment (token type) ids, 0 for padding, `batch_size × seq_len`.
     pub token_types: Vec<u32>,
     /// 1 for tokens, 0 for padding.
     pub attention: Vec<u32>,
@@ -165,6 +169,8 @@ impl Batch {
             .collect()
     }
 
+    /// Whether any token has a non-zero token type (a sentence pair), i.e. whether the model
+    /// needs token type ids at all.
     pub fn has_token_types(&self) -> bool {
         self.token_types.iter().any(|&t| t != 0)
     }
@@ -175,8 +181,11 @@ impl Batch {
 /// by `[MASK]` (p `mask`), kept (p `keep`), or replaced by a random id in `[1, V)` (p `random`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MlmAugment {
+    /// Probability that a token becomes a target replaced by `[MASK]` (default 0.12).
     pub mask: f64,
+    /// Probability that a token becomes a target left unchanged (default 0.015).
     pub keep: f64,
+    /// Probability that a token becomes a target replaced by a random id (default 0.015).
     pub random: f64,
 }
 
@@ -191,6 +200,9 @@ impl Default for MlmAugment {
 }
 
 impl MlmAugment {
+    /// Chooses and replaces targets in every non-padding position of `batch` (appending them to
+    /// `batch.targets`, original ids as the targets), then sets the `[MASK]` slots back to
+    /// `mask_id` so the answer positions stay masked. Random ids are drawn from `1..vocab_size`.
     pub fn apply(&self, batch: &mut Batch, rng: &mut StdRng, mask_id: u32, vocab_size: usize) {
         for p in 0..batch.ids.len() {
             if batch.attention[p] == 0 {

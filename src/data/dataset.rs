@@ -19,9 +19,12 @@ pub use super::record::{Fields, Labels, Record};
 use super::tsv::parse_tsv;
 use crate::error::{Error, Result, read_file};
 
+/// One labelled example of a split, its label mapped to a class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
+    /// The text (the first sentence of a pair).
     pub text_a: String,
+    /// The second sentence of a pair; `None` for single-sentence tasks.
     pub text_b: Option<String>,
     /// Class index (into the verbalizer's classes).
     pub label: usize,
@@ -29,16 +32,22 @@ pub struct Example {
     pub line: usize,
 }
 
+/// The file format of a split, named by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Headerless tab-separated `text<TAB>label` or `text_a<TAB>text_b<TAB>label` (`.tsv`).
     Tsv,
+    /// Comma-separated with a header row; columns chosen by name (`.csv`).
     Csv,
+    /// One JSON object per line; fields chosen by key (`.jsonl`).
     Jsonl,
 }
 
 impl Format {
+    /// Every supported format.
     pub const ALL: [Format; 3] = [Format::Tsv, Format::Csv, Format::Jsonl];
 
+    /// The file extension of this format, lowercase and without the dot.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Tsv => "tsv",

@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use super::dataset::Example;
 use crate::error::{Error, Result};
 
+/// Which training rows a few-shot run learns from.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FewShot {
@@ -19,6 +20,9 @@ pub enum FewShot {
 }
 
 impl FewShot {
+    /// The chosen rows of `train` (classes are `0..n_classes`; `seed` drives [`FewShot::Shots`]).
+    /// Returns `Error::Invalid` when a fraction is outside (0, 1], a class has fewer than `k`
+    /// rows, or nothing is chosen.
     pub fn select(&self, train: &[Example], n_classes: usize, seed: u64) -> Result<Vec<Example>> {
         let chosen: Vec<Example> = match *self {
             FewShot::All => train.to_vec(),

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 /// One row of a split before its label is mapped to a class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The text (the first sentence of a pair).
     pub text_a: String,
+    /// The second sentence of a pair; `None` for single-sentence input.
     pub text_b: Option<String>,
     /// The label as written; `None` when the row has none (allowed for unlabelled input).
     pub label: Option<String>,
@@ -20,8 +22,12 @@ pub struct Record {
 /// Column (CSV) or key (JSONL) names; `None` takes the first default the file has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
+    /// Name of the text (first sentence) field; default `sentence`, else `text` (for a pair
+    /// `sentence1`, else `text_a`).
     pub text: Option<String>,
+    /// Name of the second-sentence field; default `sentence2`, else `text_b`.
     pub text_b: Option<String>,
+    /// Name of the label field; default `label`.
     pub label: Option<String>,
 }
 
@@ -79,6 +85,7 @@ pub(super) fn quoted(names: &[&str]) -> String {
 /// Whether a split must carry a label on every row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Labels {
+    /// Every row must have a label; a row without one is an error naming `file:line`.
     Required,
     /// Rows may lack a label (input to classify). A TSV row's first column is its text.
     Optional,

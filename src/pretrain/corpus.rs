@@ -41,6 +41,7 @@ pub enum Packing {
 }
 
 impl Packing {
+    /// The lowercase name used on the command line and in saved settings.
     pub fn name(self) -> &'static str {
         match self {
             Packing::Lines => "lines",
@@ -75,9 +76,13 @@ pub struct Corpus {
     token_bytes: usize,
     /// Mask that removes the word-continuation bit.
     id_mask: u32,
+    /// Lines (non-empty texts) in the corpus.
     pub n_lines: usize,
+    /// Tokens in the corpus, no special tokens.
     pub n_tokens: usize,
+    /// Documents (runs of lines separated by blank lines).
     pub n_documents: usize,
+    /// The shard's directory in the cache.
     pub dir: PathBuf,
     /// Whether the shard marks word continuations (whole-word masking).
     pub wwm: bool,
@@ -86,7 +91,9 @@ pub struct Corpus {
 /// One training sequence: `len` tokens starting at token offset `start` (no specials).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    /// Offset of the first token in the corpus's token stream.
     pub start: usize,
+    /// Number of tokens.
     pub len: usize,
 }
 

@@ -15,11 +15,17 @@ pub struct Masking {
     pub rate: f64,
     /// Choose whole words (all tokens of a word together) rather than single tokens.
     pub whole_word: bool,
+    /// Id of `[CLS]` (never chosen).
     pub cls_id: u32,
+    /// Id of `[SEP]` (never chosen).
     pub sep_id: u32,
+    /// Id of `[PAD]`, used to fill shorter rows (never chosen).
     pub pad_id: u32,
+    /// Id of `[MASK]`, which replaces 80% of the chosen tokens.
     pub mask_id: u32,
+    /// Id of `[UNK]` (never chosen).
     pub unk_id: u32,
+    /// Vocabulary size: random replacements are drawn from `0..vocab_size` (special ids excluded).
     pub vocab_size: usize,
 }
 

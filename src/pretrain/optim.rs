@@ -24,10 +24,16 @@ struct Moments<B: Backend> {
     v: Tensor<B, 1>,
 }
 
+/// AdamW over every trainable parameter, with global-norm clipping and no decay on biases and
+/// LayerNorm weights. Its moments are keyed by the parameters' Hugging Face names.
 pub struct PretrainAdamW<B: TrainBackend> {
+    /// Decay rate of the first moment (0.9).
     pub beta1: f64,
+    /// Decay rate of the second moment (0.999).
     pub beta2: f64,
+    /// Added to the square root of the bias-corrected second moment (1e-6).
     pub eps: f64,
+    /// Decoupled weight decay, applied to every parameter except biases and LayerNorm weights.
     pub weight_decay: f64,
     /// Global gradient-norm limit (`None`: no clipping).
     pub max_grad_norm: Option<f64>,

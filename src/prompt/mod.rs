@@ -14,7 +14,9 @@ use crate::tokenizer::BertTokenizer;
 /// verbalizer's words must fill the template's `[MASK]` slot).
 #[derive(Debug, Clone)]
 pub struct PromptSpec {
+    /// The parsed template.
     pub template: Template,
+    /// The label words, one per class, each exactly as many tokens as the template has `[MASK]`s.
     pub verbalizer: Verbalizer,
 }
 

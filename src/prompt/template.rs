@@ -9,9 +9,12 @@
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
 
+/// A text slot of a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
+    /// `{text}` or `{text_a}`: the text, or the first sentence of a pair.
     A,
+    /// `{text_b}`: the second sentence of a pair.
     B,
 }
 
@@ -26,7 +29,10 @@ enum Piece {
 /// One example as ids, with the positions the model needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// Token ids: `[CLS]`, the template with the texts filled in, then `[SEP]`.
     pub ids: Vec<u32>,
+    /// Segment of each token: 0 up to and including a `[SEP]` written in the template, 1 after it
+    /// (the final `[SEP]` included); all 0 when the template writes no `[SEP]`.
     pub token_types: Vec<u32>,
     /// Positions of the `[MASK]` slot tokens, in order.
     pub mask_positions: Vec<usize>,
@@ -36,6 +42,7 @@ pub struct Encoded {
     pub truncated: bool,
 }
 
+/// A parsed template: the pieces an example is laid out in, with the ids of its pseudo tokens.
 #[derive(Debug, Clone)]
 pub struct Template {
     spec: String,
@@ -56,6 +63,10 @@ pub const MAX_TEMPLATE_PIECES: usize = 4096;
 pub const FIRST_UNUSED: usize = 2;
 
 impl Template {
+    /// Parses a template spec (grammar in the module docs) against the tokenizer's vocabulary.
+    /// Returns `Error::Invalid` for bad syntax, an unknown `[NAME]` or slot, no `[MASK]`,
+    /// non-consecutive `[MASK]`s, a missing or repeated text slot, more than
+    /// [`MAX_TEMPLATE_PIECES`] pieces, or too few `[unusedK]` tokens for the pseudo tokens.
     pub fn parse(spec: &str, tok: &BertTokenizer) -> Result<Self> {
         let err = |m: String| Error::invalid(format!("template \"{spec}\": {m}"));
         let mut pieces = Vec::new();
@@ -185,15 +196,19 @@ impl Template {
         })
     }
 
+    /// Number of pseudo tokens (`[P]`).
     pub fn n_pseudo(&self) -> usize {
         self.pseudo_ids.len()
     }
+    /// The id each pseudo token carries in the sequence, in order (`[unused2]`, `[unused3]`, ...).
     pub fn pseudo_ids(&self) -> &[u32] {
         &self.pseudo_ids
     }
+    /// Number of `[MASK]` tokens (the length of every label word in tokens).
     pub fn n_mask(&self) -> usize {
         self.pieces.iter().filter(|p| **p == Piece::Mask).count()
     }
+    /// Whether the template has a `{text_b}` slot (sentence-pair input).
     pub fn is_pair(&self) -> bool {
         self.pieces.contains(&Piece::Text(Slot::B))
     }

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
 
+/// Maps each class to a label word, and to that word's token ids at the `[MASK]` slots.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Verbalizer {
     /// Class names as they appear in the data's label column, in class-index order.
@@ -64,14 +65,17 @@ impl Verbalizer {
         Ok(v)
     }
 
+    /// Number of classes.
     pub fn n_classes(&self) -> usize {
         self.classes.len()
     }
 
+    /// The index of the class named `name` in the data, if it is one.
     pub fn class_index(&self, name: &str) -> Option<usize> {
         self.classes.iter().position(|c| c == name)
     }
 
+    /// The spec back as `class=word,class=word,...` (what [`Verbalizer::parse`] reads).
     pub fn spec(&self) -> String {
         self.classes
             .iter()

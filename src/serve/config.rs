@@ -3,15 +3,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Settings of the HTTP server: address, batching, request limits and timeouts.
+/// [`ServeConfig::new`] gives the defaults of `ptune serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port).
     pub addr: SocketAddr,
     /// Most texts computed together.
     pub max_batch: usize,
     /// Longest a request waits for others to share its batch.
     pub max_wait: Duration,
+    /// Most texts one request may send (default 64); more is refused with 413.
     pub max_texts_per_request: usize,
+    /// Most characters (Unicode scalar values) in one text (default 2000); a longer one is
+    /// refused with 413.
     pub max_text_chars: usize,
+    /// Largest request body in bytes (default 1 MiB); larger is refused with 413.
     pub max_body_bytes: usize,
     /// Rows per forward pass inside a batch.
     pub forward_batch: usize,

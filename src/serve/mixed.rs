@@ -73,6 +73,8 @@ impl<B: Kernels> MixedTasks<B> {
         }
     }
 
+    /// The served tasks, in the order given (task index `i` of [`MixedTasks::classify`] is
+    /// `tasks()[i]`).
     pub fn tasks(&self) -> &[Task<B>] {
         &self.tasks
     }

@@ -68,6 +68,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 
 /// The HTTP application: the router and the compute thread behind it.
 pub struct App {
+    /// The router with every route and middleware; hand it (or a clone) to the HTTP server.
     pub router: Router,
     worker: std::thread::JoinHandle<()>,
     metrics: Arc<Metrics>,

@@ -15,15 +15,21 @@ use crate::tokenizer::BertTokenizer;
 /// A task as listed by `GET /v1/tasks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskInfo {
+    /// Task name requests use (the `NAME` of `--adapter NAME=FILE`).
     pub name: String,
+    /// Class names, in class-index order.
     pub classes: Vec<String>,
+    /// Label word of each class.
     pub label_words: Vec<String>,
+    /// The adapter's template spec.
     pub template: String,
+    /// Pseudo tokens (continuous prompt vectors) in the template.
     pub prompts: usize,
     /// Deep-prompt virtual tokens per layer (0: none).
     pub prefix_len: usize,
     /// Whether a linear head reads the class (else the label words).
     pub linear_head: bool,
+    /// Where the adapter's vectors came from (run directory, method), as recorded in the adapter.
     pub source: String,
 }
 

@@ -13,17 +13,21 @@ pub fn read_saved_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<
     toml::from_str(&text).map_err(|e| Error::file(path, e.message().to_string()))
 }
 
+/// The `checkpoint/` directory of a run (training or pretraining): epoch or step directories
+/// and the `LATEST` pointer.
 pub struct Checkpoints {
     dir: PathBuf,
 }
 
 impl Checkpoints {
+    /// The checkpoints of the run directory `run_dir` (`run_dir/checkpoint`; nothing is created).
     pub fn new(run_dir: &Path) -> Self {
         Checkpoints {
             dir: run_dir.join("checkpoint"),
         }
     }
 
+    /// The `checkpoint/` directory itself.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

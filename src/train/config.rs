@@ -30,6 +30,8 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name in recipes, on the command line and in run directories (`ptune-v2` for
+    /// [`Method::PtuneV2`]).
     pub fn name(self) -> &'static str {
         match self {
             Method::Ptune => "ptune",
@@ -39,6 +41,7 @@ impl Method {
         }
     }
 
+    /// Every method; a recipe's top-level table named after one applies to that method only.
     pub const ALL: [Method; 4] = [
         Method::Ptune,
         Method::Finetune,
@@ -47,6 +50,7 @@ impl Method {
     ];
 }
 
+/// The optimizer a run uses; both are [`FusedAdam`](super::optim::FusedAdam).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -56,9 +60,11 @@ pub enum OptimizerKind {
     Adamw,
 }
 
+/// How the learning rate changes during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
+    /// The base rate throughout.
     Constant,
     /// lr × gamma^(epoch − 1), stepped once per epoch (ExponentialLR).
     Exponential(f64),
@@ -78,21 +84,36 @@ impl Schedule {
     }
 }
 
+/// Everything one training run is set up with: a recipe's values for one method, after the
+/// command-line overrides. Unknown keys are refused. Checked by [`TrainConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What is trained.
     pub method: Method,
+    /// With `ptune`: also train the LM's own weights (default false).
     #[serde(default)]
     pub tune_lm: bool,
+    /// Template spec, e.g. `"[P]*4 [MASK] [P]*4 {text}"` (see
+    /// [`Template`](crate::prompt::Template)).
     pub template: String,
+    /// Label words, `class=word,...` (see [`Verbalizer`](crate::prompt::Verbalizer)).
     pub labels: String,
+    /// Architecture of the prompt encoder (default LSTM).
     #[serde(default = "default_encoder")]
     pub prompt_encoder: PromptEncoderKind,
+    /// Which training rows are used.
     pub fewshot: FewShot,
+    /// Seed of the few-shot selection, the initialisation and each epoch's shuffles.
     pub seed: u64,
+    /// Longest encoded example in tokens, `[CLS]`, `[SEP]` and the template included; the text is
+    /// cut to fit.
     pub max_len: usize,
+    /// Examples per optimizer step; positive.
     pub batch_size: usize,
+    /// Examples per forward pass when evaluating; positive.
     pub eval_batch: usize,
+    /// Training epochs; positive except for `zeroshot` (default 0).
     #[serde(default)]
     pub epochs: usize,
     /// Shuffled passes over the few-shot set per epoch.
@@ -101,12 +122,16 @@ pub struct TrainConfig {
     /// Cap on optimizer steps per epoch (throughput runs).
     #[serde(default)]
     pub max_steps_per_epoch: Option<usize>,
+    /// Adam (L2 decay) or AdamW (decoupled decay); default Adam.
     #[serde(default = "default_optimizer")]
     pub optimizer: OptimizerKind,
+    /// Base learning rate; a positive number except for `zeroshot`.
     #[serde(default)]
     pub lr: f64,
+    /// Weight decay coefficient, ≥ 0 (default 0): an L2 term for Adam, decoupled for AdamW.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Learning-rate schedule over the run (default constant).
     #[serde(default = "default_schedule")]
     pub schedule: Schedule,
     /// Random-MLM targets on training batches; `None`: the label word is the only target.
@@ -158,11 +183,15 @@ pub const BUILTIN_RECIPES: [(&str, &str); 2] = [
 /// A recipe: a built-in name or a TOML file.
 #[derive(Debug, Clone)]
 pub struct Recipe {
+    /// The built-in name, or the path the recipe was read from.
     pub name: String,
     table: toml::Table,
 }
 
 impl Recipe {
+    /// A built-in recipe ([`BUILTIN_RECIPES`]) by name, else a TOML file at that path. Returns
+    /// `Error::Invalid` when it is neither or a built-in one does not parse, `Error::Io` when the
+    /// file cannot be read and `Error::File` for invalid TOML.
     pub fn load(name_or_path: &str) -> Result<Self> {
         if let Some((name, text)) = BUILTIN_RECIPES.iter().find(|(n, _)| *n == name_or_path) {
             let table = text
@@ -221,6 +250,9 @@ impl Recipe {
 }
 
 impl TrainConfig {
+    /// Checks the combinations that cannot train or make no sense (zero batch sizes, epochs or
+    /// learning rate; options for another method; a bad `mlm_augment`); returns `Error::Invalid`
+    /// naming the problem.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(m));
         if self.batch_size == 0 || self.eval_batch == 0 {
@@ -320,6 +352,7 @@ impl TrainConfig {
         }
     }
 
+    /// The configuration as TOML, in the form [`Recipe`] files and run directories use.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("TrainConfig serialises")
     }

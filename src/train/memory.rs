@@ -13,7 +13,10 @@
 /// Which allocator behaviour the process wants now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
+    /// Large allocations (up to 32 MiB) from the heap, up to 256 MiB of free heap kept: fastest.
     Throughput,
+    /// Smaller thresholds (8 MiB mmap, 64 MiB trim): free memory goes back to the OS sooner, for
+    /// a lower peak RSS.
     LowPeak,
 }
 
@@ -47,6 +50,8 @@ pub struct LowPeakWhileLarge {
 }
 
 impl LowPeakWhileLarge {
+    /// Switches to [`Profile::LowPeak`] when `trainable_params` ≥ [`LOW_PEAK_FROM_PARAMS`];
+    /// see the type's docs for when to call it.
     pub fn new(trainable_params: usize) -> Self {
         let active = trainable_params >= LOW_PEAK_FROM_PARAMS;
         if active {

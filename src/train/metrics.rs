@@ -2,26 +2,37 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Counts and F1 of one class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassCounts {
+    /// Class name.
     pub class: String,
     /// Gold examples of this class.
     pub support: usize,
     /// Examples predicted as this class.
     pub predicted: usize,
+    /// Examples of this class predicted correctly.
     pub correct: usize,
+    /// F1 of this class, `2·correct / (support + predicted)` (0 when both are 0).
     pub f1: f64,
 }
 
+/// Accuracy and macro-F1 of predictions on a split, with per-class counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// Fraction of examples predicted correctly (0 for no examples).
     pub accuracy: f64,
+    /// Mean of the per-class F1 scores, every class weighted equally.
     pub macro_f1: f64,
+    /// Number of examples.
     pub n: usize,
+    /// One entry per class, in class-index order.
     pub per_class: Vec<ClassCounts>,
 }
 
 impl Metrics {
+    /// Metrics of predicted class indices `pred` against `gold` for the classes named `classes`.
+    /// Panics when `gold` and `pred` differ in length.
     pub fn compute(gold: &[usize], pred: &[usize], classes: &[String]) -> Metrics {
         assert_eq!(gold.len(), pred.len());
         let per_class: Vec<ClassCounts> = classes

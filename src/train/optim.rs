@@ -14,11 +14,18 @@ use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::model::kernels::{AdamStep, Kernels, TrainBackend};
 
+/// Adam or AdamW computed as one fused kernel per parameter; use [`FusedAdam::adam`] or
+/// [`FusedAdam::adamw`] for the usual settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdam {
+    /// Decay rate of the first moment (0.9).
     pub beta1: f64,
+    /// Decay rate of the second moment (0.999).
     pub beta2: f64,
+    /// Added to the square root of the bias-corrected second moment (1e-8).
     pub eps: f64,
+    /// Weight decay coefficient: an L2 term added to the gradient, or decoupled decay when
+    /// `decoupled`.
     pub weight_decay: f64,
     /// AdamW's decoupled decay instead of Adam's L2 term.
     pub decoupled: bool,
@@ -50,9 +57,12 @@ impl FusedAdam {
     }
 }
 
+/// Optimizer state of one parameter tensor, saved in checkpoints.
 #[derive(Record, Clone)]
 pub struct FusedAdamState<B: Backend, const D: usize> {
+    /// First moment (exponential moving average of the gradient).
     pub m: Tensor<B, D>,
+    /// Second moment (exponential moving average of the squared gradient).
     pub v: Tensor<B, D>,
     /// Updates done so far.
     pub step: usize,

@@ -8,7 +8,9 @@ use crate::error::{Error, Result, write_atomic};
 
 /// One line of a plot: a label and `(epoch, value)` points.
 pub struct Series {
+    /// Legend text of the line.
     pub label: String,
+    /// `(epoch, value)` points in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 

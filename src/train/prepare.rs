@@ -11,10 +11,14 @@ use crate::tokenizer::BertTokenizer;
 
 use super::config::{Method, TrainConfig};
 
+/// The three split files of a run.
 #[derive(Debug, Clone)]
 pub struct DataFiles {
+    /// Training split (the few-shot rows are chosen from it).
     pub train: PathBuf,
+    /// Validation split (selects the best epoch).
     pub valid: PathBuf,
+    /// Test split (reported at the best validation epoch).
     pub test: PathBuf,
     /// Column/key names of .csv and .jsonl splits.
     pub fields: Fields,
@@ -64,16 +68,27 @@ impl DataFiles {
 /// A split, encoded: `(example ids, class index)`.
 pub type EncodedSplit = Vec<(Encoded, usize)>;
 
+/// A run's data read and encoded once: the tokenizer, the parsed prompt and the three splits.
 pub struct Prepared {
+    /// The backbone's tokenizer.
     pub tokenizer: BertTokenizer,
+    /// The parsed template.
     pub template: Template,
+    /// The parsed label words.
     pub verbalizer: Verbalizer,
+    /// The chosen few-shot training examples, encoded.
     pub train: EncodedSplit,
+    /// The whole validation split, encoded.
     pub valid: EncodedSplit,
+    /// The whole test split, encoded.
     pub test: EncodedSplit,
 }
 
 impl Prepared {
+    /// Parses the prompt, reads the splits, chooses the few-shot rows and encodes everything.
+    /// Returns `Error::Invalid` when `max_len` (plus `prefix_len`) exceeds the model's positions,
+    /// a `prefix_init` text has no tokens, `ptune` has no `[P]` in its template, or the prompt
+    /// or the few-shot selection is invalid; reading errors name `file:line`.
     pub fn load(config: &TrainConfig, model: &ModelDir, data: &DataFiles) -> Result<Self> {
         let tokenizer = model.tokenizer()?;
         let PromptSpec {

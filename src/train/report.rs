@@ -9,39 +9,61 @@ use serde::{Deserialize, Serialize};
 use super::config::Method;
 use super::metrics::Metrics;
 
+/// One evaluated epoch of a run, a line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// Epoch number, 1-based (0 for the single zero-shot evaluation).
     pub epoch: usize,
     /// Optimizer steps taken so far in the run.
     pub step: usize,
     /// Mean training loss over the epoch (`None` for zero-shot).
     pub loss: Option<f64>,
+    /// Learning rate of the epoch's last step (0 for zero-shot).
     pub lr: f64,
+    /// Training examples processed in the epoch (every pass counted).
     pub train_examples: usize,
+    /// Seconds spent training in the epoch (evaluation excluded).
     pub train_seconds: f64,
+    /// `train_examples / train_seconds`.
     pub examples_per_s: f64,
+    /// Metrics on the validation split after the epoch.
     pub valid: Metrics,
+    /// Metrics on the test split after the epoch.
     pub test: Metrics,
+    /// Seconds the evaluation of both splits took.
     pub eval_seconds: f64,
 }
 
+/// The outcome of a run, written as `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What was trained.
     pub method: Method,
+    /// The backbone's model directory, as a path.
     pub model: String,
+    /// Training examples in the few-shot set.
     pub fewshot_size: usize,
+    /// Parameters that train (0 for zero-shot).
     pub trainable_params: usize,
+    /// The last evaluated epoch.
     pub epochs: usize,
+    /// Optimizer steps over the whole run.
     pub steps: usize,
     /// Model selection on valid: the first epoch with the best valid accuracy.
     pub best_epoch: usize,
+    /// Validation accuracy at `best_epoch`.
     pub best_valid: f64,
+    /// Test accuracy at `best_epoch`.
     pub test_at_best_valid: f64,
+    /// Test macro-F1 at `best_epoch`.
     pub test_macro_f1_at_best_valid: f64,
     /// The published code's column (it selected on test): best test accuracy of any epoch.
     pub best_test: f64,
+    /// Seconds spent training, summed over the epochs.
     pub train_seconds: f64,
+    /// Training examples per second over the run (0 when no training time passed).
     pub examples_per_s: f64,
+    /// Wall-clock seconds of the run, summed over resumed invocations.
     pub wall_seconds: f64,
 }
 
@@ -94,9 +116,11 @@ pub struct StepProgress {
     pub step: usize,
     /// Mean training loss over the epoch's steps so far.
     pub mean_loss: f64,
+    /// Learning rate of this step.
     pub lr: f64,
     /// Training examples so far in this epoch, and the seconds they took.
     pub examples: usize,
+    /// Seconds the epoch's training has taken so far.
     pub seconds: f64,
 }
 

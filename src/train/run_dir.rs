@@ -73,26 +73,32 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The run directory at `root` (nothing is created until [`RunDir::create`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         RunDir { root: root.into() }
     }
 
+    /// The directory itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `config.toml`: the run's configuration.
     pub fn config_path(&self) -> PathBuf {
         self.root.join(CONFIG)
     }
 
+    /// `metrics.jsonl`: one [`EpochRecord`] per evaluated epoch.
     pub fn metrics_path(&self) -> PathBuf {
         self.root.join(METRICS)
     }
 
+    /// `run.json`: what the run was made from ([`RunInfo`]).
     pub fn run_info_path(&self) -> PathBuf {
         self.root.join(run_info::FILE)
     }
 
+    /// `best/`: the best-on-valid weights.
     pub fn best_dir(&self) -> PathBuf {
         self.root.join(BEST)
     }
@@ -167,10 +173,13 @@ impl RunDir {
         toml::from_str(&text).map_err(|e| Error::file(&path, e.message().to_string()))
     }
 
+    /// The run's `run.json`, or `None` when the directory has none.
+    /// Returns `Error::File` when it is malformed.
     pub fn read_info(&self) -> Result<Option<RunInfo>> {
         RunInfo::read(&self.root)
     }
 
+    /// Writes `run.json` atomically.
     pub fn write_info(&self, info: &RunInfo) -> Result<()> {
         info.write(&self.root)
     }

@@ -10,8 +10,10 @@ use sha2::{Digest, Sha256};
 use super::prepare::DataFiles;
 use crate::error::{Error, Result, read_file, write_atomic};
 
+/// File name of the run description inside the run directory.
 pub const FILE: &str = "run.json";
 
+/// What a run was made from: the backbone and the data, recorded in `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// The backbone's directory when the run started.
@@ -30,6 +32,9 @@ fn file_sha256(path: &Path) -> Result<String> {
 }
 
 impl RunInfo {
+    /// Describes a run of `model` (fingerprint `backbone`) on `data`, hashing the three split files
+    /// (the directory canonicalised when it can be). Fails with `Error::Io` when a split cannot
+    /// be read.
     pub fn new(model: &Path, backbone: String, data: &DataFiles) -> Result<Self> {
         Ok(RunInfo {
             model: std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf()),
@@ -42,6 +47,8 @@ impl RunInfo {
         })
     }
 
+    /// Reads `run.json` from `run_dir`: `None` when the file is not there, `Error::File` when it
+    /// does not parse.
     pub fn read(run_dir: &Path) -> Result<Option<Self>> {
         let path = run_dir.join(FILE);
         if !path.is_file() {
@@ -52,6 +59,7 @@ impl RunInfo {
             .map_err(|e| Error::file(&path, format!("malformed run description: {e}")))
     }
 
+    /// Writes `run.json` into `run_dir` atomically (pretty JSON).
     pub fn write(&self, run_dir: &Path) -> Result<()> {
         write_atomic(
             &run_dir.join(FILE),

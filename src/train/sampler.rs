@@ -21,6 +21,7 @@ pub struct Sampler<'a> {
 }
 
 impl<'a> Sampler<'a> {
+    /// A sampler over `prepared.train` for one epoch; `epoch_seed` seeds its shuffles and masks.
     pub fn new(config: &'a TrainConfig, prepared: &'a Prepared, epoch_seed: u64) -> Self {
         Sampler {
             config,

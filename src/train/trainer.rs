@@ -34,8 +34,11 @@ use crate::model::{Kernels, ModelDir, TrainBackend};
 /// Everything one training run needs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// The training settings.
     pub config: TrainConfig,
+    /// The backbone model directory.
     pub model: ModelDir,
+    /// The train, valid and test split files.
     pub data: DataFiles,
     /// Where the run's files go.
     pub run: RunDir,
