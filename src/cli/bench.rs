@@ -140,6 +140,7 @@ impl Job for Bench {
                         run: RunDir::new(tmp.join("run")),
                         resume: false,
                         micro_batches: a.backend.micro_batches(),
+                        test_every_epoch: false,
                     };
                     let summary = ptune::train::train::<B>(&spec, &mut Silent, &device);
                     let _ = std::fs::remove_dir_all(&tmp);

@@ -161,7 +161,14 @@ pub fn run(args: Args) -> Result<()> {
             fmt_stat(&col(|s| s.best_valid), 4),
             fmt_stat(&col(|s| s.test_at_best_valid), 4),
             fmt_stat(&col(|s| s.test_macro_f1_at_best_valid), 4),
-            fmt_stat(&col(|s| s.best_test), 4),
+            match rs
+                .iter()
+                .map(|(_, s)| s.best_test)
+                .collect::<Option<Vec<f64>>>()
+            {
+                Some(v) => fmt_stat(&v, 4),
+                None => "-".into(),
+            },
             rs[0].1.trainable_params,
             if method == Method::Zeroshot {
                 "-".into()

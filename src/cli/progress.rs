@@ -66,13 +66,15 @@ impl Reporter for Progress {
 
     fn epoch_done(&mut self, method: Method, epochs: usize, r: &EpochRecord, best: bool) {
         eprintln!(
-            "{} epoch {}/{epochs}  loss {:.4}  lr {:.2e}  valid {:.4}  test {:.4}{}  {:.1} ex/s  (train {:.0}s, eval {:.0}s)",
+            "{} epoch {}/{epochs}  loss {:.4}  lr {:.2e}  valid {:.4}{}{}  {:.1} ex/s  (train {:.0}s, eval {:.0}s)",
             method.name(),
             r.epoch,
             r.loss.unwrap_or(f64::NAN),
             r.lr,
             r.valid.accuracy,
-            r.test.accuracy,
+            r.test
+                .as_ref()
+                .map_or(String::new(), |t| format!("  test {:.4}", t.accuracy)),
             if best { "  *best valid" } else { "" },
             r.examples_per_s,
             r.train_seconds,
@@ -83,7 +85,8 @@ impl Reporter for Progress {
     fn zero_shot_done(&mut self, r: &EpochRecord) {
         eprintln!(
             "zeroshot: valid {:.4}  test {:.4}",
-            r.valid.accuracy, r.test.accuracy
+            r.valid.accuracy,
+            r.test.as_ref().map_or(f64::NAN, |t| t.accuracy)
         );
     }
 }

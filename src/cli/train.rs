@@ -156,6 +156,10 @@ pub struct RunArgs {
     /// Constant learning rate instead of the recipe's schedule.
     #[arg(long)]
     pub constant_lr: bool,
+    /// Evaluate the test split after every epoch (the per-epoch test curve and the "best
+    /// test" column), not only after the epochs that improve on valid.
+    #[arg(long)]
+    pub test_every_epoch: bool,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -248,6 +252,7 @@ impl RunArgs {
             run,
             resume,
             micro_batches: self.backend.micro_batches(),
+            test_every_epoch: self.test_every_epoch,
         }
     }
 }
@@ -349,13 +354,14 @@ pub fn run(args: Args) -> Result<()> {
     let reporter = super::progress::reporter(args.run.quiet);
     let s = run_job(&args.run.backend, TrainJob(spec, reporter))?;
     println!(
-        "{}: best valid {:.4} (epoch {}), test at best valid {:.4} (macro-F1 {:.4}), best test {:.4}; {} trainable params; {:.1} train ex/s; {:.0}s",
+        "{}: best valid {:.4} (epoch {}), test at best valid {:.4} (macro-F1 {:.4}){}; {} trainable params; {:.1} train ex/s; {:.0}s",
         s.method.name(),
         s.best_valid,
         s.best_epoch,
         s.test_at_best_valid,
         s.test_macro_f1_at_best_valid,
-        s.best_test,
+        s.best_test
+            .map_or(String::new(), |t| format!(", best test {t:.4}")),
         s.trainable_params,
         s.examples_per_s,
         s.wall_seconds

@@ -28,9 +28,11 @@ pub struct EpochRecord {
     pub examples_per_s: f64,
     /// Metrics on the validation split after the epoch.
     pub valid: Metrics,
-    /// Metrics on the test split after the epoch.
-    pub test: Metrics,
-    /// Seconds the evaluation of both splits took.
+    /// Metrics on the test split after the epoch: only after the epochs that improve on
+    /// valid (so the best epoch always has them), or after every epoch when the run asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Metrics>,
+    /// Seconds the evaluation took (valid, and test where evaluated).
     pub eval_seconds: f64,
 }
 
@@ -57,8 +59,9 @@ pub struct Summary {
     pub test_at_best_valid: f64,
     /// Test macro-F1 at `best_epoch`.
     pub test_macro_f1_at_best_valid: f64,
-    /// The published code's column (it selected on test): best test accuracy of any epoch.
-    pub best_test: f64,
+    /// The published code's column (it selected on test): best test accuracy of any epoch,
+    /// when every epoch was evaluated on test (`RunSpec::test_every_epoch`).
+    pub best_test: Option<f64>,
     /// Seconds spent training, summed over the epochs.
     pub train_seconds: f64,
     /// Training examples per second over the run (0 when no training time passed).
@@ -84,6 +87,10 @@ impl Summary {
                 _ => Some(r),
             })
             .expect("at least one evaluated epoch");
+        let best_test = best
+            .test
+            .as_ref()
+            .expect("the best epoch is evaluated on test");
         let train_seconds: f64 = history.iter().map(|r| r.train_seconds).sum();
         let examples: usize = history.iter().map(|r| r.train_examples).sum();
         Summary {
@@ -95,9 +102,13 @@ impl Summary {
             steps: history.last().map_or(0, |r| r.step),
             best_epoch: best.epoch,
             best_valid: best.valid.accuracy,
-            test_at_best_valid: best.test.accuracy,
-            test_macro_f1_at_best_valid: best.test.macro_f1,
-            best_test: history.iter().map(|r| r.test.accuracy).fold(0.0, f64::max),
+            test_at_best_valid: best_test.accuracy,
+            test_macro_f1_at_best_valid: best_test.macro_f1,
+            best_test: history
+                .iter()
+                .map(|r| r.test.as_ref().map(|t| t.accuracy))
+                .collect::<Option<Vec<f64>>>()
+                .map(|t| t.into_iter().fold(0.0, f64::max)),
             train_seconds,
             examples_per_s: if train_seconds > 0.0 {
                 examples as f64 / train_seconds

@@ -213,16 +213,19 @@ impl RunDir {
             jsonl.push('\n');
         }
         write_atomic(&self.metrics_path(), jsonl.as_bytes())?;
-        let series = |name: &str, f: fn(&EpochRecord) -> f64| Series {
+        let series = |name: &str, f: fn(&EpochRecord) -> Option<f64>| Series {
             label: name.to_string(),
-            points: history.iter().map(|r| (r.epoch as f64, f(r))).collect(),
+            points: history
+                .iter()
+                .filter_map(|r| Some((r.epoch as f64, f(r)?)))
+                .collect(),
         };
         write_curves(
             &self.root.join(CURVE),
             title,
             &[
-                series("valid accuracy", |r| r.valid.accuracy),
-                series("test accuracy", |r| r.test.accuracy),
+                series("valid accuracy", |r| Some(r.valid.accuracy)),
+                series("test accuracy", |r| r.test.as_ref().map(|t| t.accuracy)),
             ],
         )?;
         let json = serde_json::to_string_pretty(summary).expect("serialisable");
