@@ -16,8 +16,8 @@ fn selftest_passes_on_the_shipped_model() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("2 of 2 checks passed"), "{text}");
-    assert_eq!(text.matches("PASS").count(), 2, "{text}");
+    assert!(text.contains("4 of 4 checks passed"), "{text}");
+    assert_eq!(text.matches("PASS").count(), 4, "{text}");
 }
 
 #[test]

@@ -184,6 +184,7 @@ fn gpu_failure(device: &str, msg: &str) -> Error {
         "no possible adapter",
         "no adapter",
         "adapter not found",
+        "device found",
     ]) {
         Error::invalid(format!("--device {device}: no such device ({first_line})"))
     } else if has(&["cuda_error_no_device", "libcuda", "cuinit", "no cuda"]) {

@@ -27,7 +27,7 @@ impl Job for SelfTest {
     fn run<B: ptune::model::TrainBackend>(self, device: B::Device) -> Result<Vec<Check>> {
         let SelfTest(model, write) = self;
         let mut checks = vec![logits::<B::InnerBackend>(&model, &device)?];
-        let step = train_step::<B>(&model, &device)?;
+        let (step, adam) = train_step::<B>(&model, &device)?;
         if let Some(path) = write {
             let json = serde_json::to_string_pretty(&step).expect("json");
             ptune::error::write_atomic(&path, json.as_bytes())?;
@@ -35,7 +35,8 @@ impl Job for SelfTest {
         }
         let reference: StepResult = serde_json::from_str(STEP_REFERENCE)
             .map_err(|e| Error::invalid(format!("selftest: built-in reference: {e}")))?;
-        checks.push(compare_step(&step, &reference)?);
+        checks.extend(compare_step(&step, &reference)?);
+        checks.push(adam);
         Ok(checks)
     }
 }
