@@ -11,7 +11,7 @@ use super::{BackendArgs, InferJob, run_infer_job};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run directory written by `ptune train` (method ptune, or zeroshot).
+    /// Run directory written by `ptune train` (method ptune, ptune-v2, or zeroshot).
     #[arg(long)]
     run: PathBuf,
     /// The backbone the run was trained on, a directory or Hub name (default: the one its
