@@ -149,10 +149,9 @@ pub struct StepResult {
     pub grads: TensorStats,
 }
 
-/// Learning rate, (L2) weight decay and epsilon of the selftest's Adam step.
+/// Learning rate and (L2) weight decay of the selftest's Adam step.
 const STEP_LR: f64 = 1e-2;
 const STEP_WEIGHT_DECAY: f64 = 5e-4;
-const EPS: f64 = 1e-8;
 /// Two units in the last place of an f32, relative.
 const F32_2ULP: f64 = 2.0 * f32::EPSILON as f64;
 
@@ -224,7 +223,9 @@ pub fn train_step<B: TrainBackend>(
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let encoder = model.prompt.as_ref().expect("set above");
     let (before, grad_tensors) = (encoder.named_tensors(), encoder.named_grads(&grads));
-    let mut optim = FusedAdam::adam(STEP_WEIGHT_DECAY).init();
+    let adam_config = FusedAdam::adam(STEP_WEIGHT_DECAY);
+    let (wd, eps) = (adam_config.weight_decay, adam_config.eps);
+    let mut optim = adam_config.init();
     let model = optim.step(STEP_LR, model, grads);
     let after = model.prompt.as_ref().expect("set above").named_tensors();
     let (mut worst, mut n) = (0.0f64, 0);
@@ -232,13 +233,13 @@ pub fn train_step<B: TrainBackend>(
         let (g, new) = (&grad_tensors[k], &after[k]);
         for ((&t, &g), &new) in theta.data.iter().zip(&g.data).zip(&new.data) {
             let (t, g) = (t as f64, g as f64);
-            let decay = STEP_WEIGHT_DECAY * t;
+            let decay = wd * t;
             let gd = g + decay;
-            let want = t - STEP_LR * gd / (gd.abs() + EPS);
+            let want = t - STEP_LR * gd / (gd.abs() + eps);
             // `g + wd·θ` is computed in f32 on the device; where the two nearly cancel, its
             // rounding (2 ulp of the larger term) moves the update by up to this much.
             let slack =
-                STEP_LR * EPS / (gd.abs() + EPS).powi(2) * (g.abs() + decay.abs()) * F32_2ULP;
+                STEP_LR * eps / (gd.abs() + eps).powi(2) * (g.abs() + decay.abs()) * F32_2ULP;
             worst = worst.max((new as f64 - want).abs() - slack);
             n += 1;
         }

@@ -237,9 +237,8 @@ impl<B: TrainBackend> Loop<'_, B> {
             let trained;
             (model, trained) = self.train_epoch(model, &mut optim, &mut state, epoch, steps)?;
             let inner = model.valid();
-            let record =
+            let (record, improved) =
                 self.evaluate_epoch(&inner, epoch, state.step, steps, &trained, best_valid);
-            let improved = record.valid.accuracy > best_valid;
             if improved {
                 best_valid = record.valid.accuracy;
                 save_best(&self.spec.run, &inner, c.lm_trains(), &self.spec.model)?;
@@ -358,6 +357,8 @@ impl<B: TrainBackend> Loop<'_, B> {
         )))
     }
 
+    /// Evaluates epoch `epoch`: valid always, test when the epoch improves on `best_valid` (or
+    /// the run tests every epoch). Returns the record and whether it improved.
     fn evaluate_epoch(
         &self,
         inner: &PromptClassifier<B::InnerBackend>,
@@ -366,14 +367,14 @@ impl<B: TrainBackend> Loop<'_, B> {
         steps: usize,
         trained: &EpochTraining,
         best_valid: f64,
-    ) -> EpochRecord {
+    ) -> (EpochRecord, bool) {
         let t1 = Instant::now();
-        let (p, batch) = (self.prepared, self.spec.config.eval_batch);
-        let valid = evaluate(inner, p, &p.valid, batch, self.device);
-        // the same rule as the loop's: strictly better than every earlier epoch
-        let test = (self.spec.test_every_epoch || valid.accuracy > best_valid)
-            .then(|| evaluate(inner, p, &p.test, batch, self.device));
-        EpochRecord {
+        let valid = self.metrics(inner, &self.prepared.valid);
+        // improved: strictly better on valid than every earlier epoch (so ties keep the first)
+        let improved = valid.accuracy > best_valid;
+        let test = (self.spec.test_every_epoch || improved)
+            .then(|| self.metrics(inner, &self.prepared.test));
+        let record = EpochRecord {
             epoch,
             step,
             loss: Some(trained.loss_sum / steps as f64),
@@ -384,22 +385,24 @@ impl<B: TrainBackend> Loop<'_, B> {
             valid,
             test,
             eval_seconds: t1.elapsed().as_secs_f64(),
-        }
+        };
+        (record, improved)
     }
 
-    /// Valid and test metrics.
-    fn evaluate(&self, inner: &PromptClassifier<B::InnerBackend>) -> (Metrics, Option<Metrics>) {
-        let (p, batch) = (self.prepared, self.spec.config.eval_batch);
-        (
-            evaluate(inner, p, &p.valid, batch, self.device),
-            Some(evaluate(inner, p, &p.test, batch, self.device)),
-        )
+    /// One split's metrics, at the run's evaluation batch size.
+    fn metrics(&self, inner: &PromptClassifier<B::InnerBackend>, split: &EncodedSplit) -> Metrics {
+        let batch = self.spec.config.eval_batch;
+        evaluate(inner, self.prepared, split, batch, self.device)
     }
 
     /// A zero-shot run: one evaluation of the untrained model.
     fn zero_shot(self, model: PromptClassifier<B>) -> Result<Summary> {
         let start = Instant::now();
-        let (valid, test) = self.evaluate(&model.valid());
+        let inner = model.valid();
+        let (valid, test) = (
+            self.metrics(&inner, &self.prepared.valid),
+            Some(self.metrics(&inner, &self.prepared.test)),
+        );
         let record = EpochRecord {
             epoch: 0,
             step: 0,
