@@ -609,3 +609,50 @@ fn bad_csv_and_jsonl_data_is_reported_with_file_and_line() {
 fn out_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ptune-never-written-{}", std::process::id()))
 }
+
+#[test]
+fn test_split_is_evaluated_once_with_the_best_on_valid_weights() {
+    // lr high enough that valid accuracy does not rise every epoch: the best epoch comes
+    // before the last, so the test score must come from the weights kept in best/
+    let data = small_data(200, 60);
+    let (once, every) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = [
+        "--method", "ptune", "--epochs", "4", "--lr", "3e-2", "--seed", "3",
+    ];
+    let o = run_owned(&train_args(data.path(), once.path(), &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut all = train_args(data.path(), every.path(), &extra);
+    all.push("--test-every-epoch".into());
+    let o = run_owned(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (m1, m2) = (metrics(once.path()), metrics(every.path()));
+    assert_eq!(m1.len(), 4);
+    let summary = |d: &Path| -> Value {
+        serde_json::from_slice(&fs::read(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let (s1, s2) = (summary(once.path()), summary(every.path()));
+    let best = s1["best_epoch"].as_u64().unwrap() as usize;
+    assert!(
+        best < 4,
+        "the best epoch is the last: this data tests nothing"
+    );
+    for (i, (a, b)) in m1.iter().zip(&m2).enumerate() {
+        assert_eq!(a["valid"], b["valid"], "epoch {}: valid differs", i + 1);
+        assert!(
+            !b["test"].is_null(),
+            "--test-every-epoch skipped epoch {}",
+            i + 1
+        );
+        if i + 1 == best {
+            assert_eq!(a["test"], b["test"], "test at best valid differs");
+        } else {
+            assert!(
+                a["test"].is_null(),
+                "epoch {} was tested without need",
+                i + 1
+            );
+        }
+    }
+    assert_eq!(s1["test_at_best_valid"], s2["test_at_best_valid"]);
+    assert!(s1["best_test"].is_null() && !s2["best_test"].is_null());
+}

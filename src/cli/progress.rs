@@ -82,6 +82,15 @@ impl Reporter for Progress {
         );
     }
 
+    fn tested(&mut self, method: Method, r: &EpochRecord) {
+        eprintln!(
+            "{} test at best valid (epoch {}): {:.4}",
+            method.name(),
+            r.epoch,
+            r.test.as_ref().map_or(f64::NAN, |t| t.accuracy)
+        );
+    }
+
     fn zero_shot_done(&mut self, r: &EpochRecord) {
         eprintln!(
             "zeroshot: valid {:.4}  test {:.4}",

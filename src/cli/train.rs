@@ -157,7 +157,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub constant_lr: bool,
     /// Evaluate the test split after every epoch (the per-epoch test curve and the "best
-    /// test" column), not only after the epochs that improve on valid.
+    /// test" column), not only once at the end with the best-on-valid weights.
     #[arg(long)]
     pub test_every_epoch: bool,
     /// No progress output.

@@ -71,7 +71,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary of `history` (at least one epoch).
+    /// The summary of `history`, or `None` while it has no epoch or its best-on-valid epoch
+    /// has not been evaluated on test yet.
     pub fn of(
         method: Method,
         model: String,
@@ -79,21 +80,12 @@ impl Summary {
         history: &[EpochRecord],
         trainable: usize,
         wall: f64,
-    ) -> Summary {
-        let best = history
-            .iter()
-            .fold(None::<&EpochRecord>, |b, r| match b {
-                Some(b) if b.valid.accuracy >= r.valid.accuracy => Some(b),
-                _ => Some(r),
-            })
-            .expect("at least one evaluated epoch");
-        let best_test = best
-            .test
-            .as_ref()
-            .expect("the best epoch is evaluated on test");
+    ) -> Option<Summary> {
+        let best = &history[best_index(history)?];
+        let best_test = best.test.as_ref()?;
         let train_seconds: f64 = history.iter().map(|r| r.train_seconds).sum();
         let examples: usize = history.iter().map(|r| r.train_examples).sum();
-        Summary {
+        Some(Summary {
             method,
             model,
             fewshot_size,
@@ -116,8 +108,20 @@ impl Summary {
                 0.0
             },
             wall_seconds: wall,
+        })
+    }
+}
+
+/// Model selection on valid: the index of the first epoch of `history` with the best valid
+/// accuracy (`None` for an empty history).
+pub fn best_index(history: &[EpochRecord]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, r) in history.iter().enumerate() {
+        if best.is_none_or(|b| r.valid.accuracy > history[b].valid.accuracy) {
+            best = Some(i);
         }
     }
+    best
 }
 
 /// Where an epoch's training stands after a step.
@@ -149,6 +153,9 @@ pub trait Reporter {
     fn diverged(&mut self) {}
     /// Epoch `record.epoch` of `epochs` is evaluated; `best`: its valid accuracy is the best yet.
     fn epoch_done(&mut self, _method: Method, _epochs: usize, _record: &EpochRecord, _best: bool) {}
+    /// The best-on-valid epoch `record.epoch` was evaluated on test, once, after the last epoch
+    /// (runs that do not evaluate test every epoch).
+    fn tested(&mut self, _method: Method, _record: &EpochRecord) {}
     /// A zero-shot run's one evaluation.
     fn zero_shot_done(&mut self, _record: &EpochRecord) {}
 }

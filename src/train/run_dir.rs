@@ -38,6 +38,8 @@ pub mod best_files {
     pub const DEEP_PROMPT: &str = "deep_prompt.safetensors";
     /// The linear head (`weight` `[classes, hidden]`, `bias`).
     pub const HEAD: &str = "head.safetensors";
+    /// A trained LM's weights (Hugging Face names), next to its `config.json` and `vocab.txt`.
+    pub const LM_WEIGHTS: &str = "model.safetensors";
 }
 
 /// How a run starts in its directory.
@@ -199,12 +201,12 @@ impl RunDir {
             .collect())
     }
 
-    /// metrics.jsonl, the learning-curve plot (titled `title`) and summary.json, each written
-    /// atomically.
+    /// metrics.jsonl, the learning-curve plot (titled `title`) and, once the run has one,
+    /// summary.json, each written atomically.
     pub fn write_outputs(
         &self,
         history: &[EpochRecord],
-        summary: &Summary,
+        summary: Option<&Summary>,
         title: &str,
     ) -> Result<()> {
         let mut jsonl = String::new();
@@ -228,8 +230,13 @@ impl RunDir {
                 series("test accuracy", |r| r.test.as_ref().map(|t| t.accuracy)),
             ],
         )?;
-        let json = serde_json::to_string_pretty(summary).expect("serialisable");
-        write_atomic(&self.root.join(SUMMARY), json.as_bytes())
+        match summary {
+            Some(summary) => {
+                let json = serde_json::to_string_pretty(summary).expect("serialisable");
+                write_atomic(&self.root.join(SUMMARY), json.as_bytes())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Writes files into `best/`, each atomically.

@@ -64,12 +64,62 @@ pub(super) fn save_best<B: Backend>(
         let named: Vec<(String, Vec<usize>, Vec<f32>)> = (model.lm.hf_tensors().into_iter())
             .map(|(k, t)| (k, t.shape, t.data))
             .collect();
-        files.push(("model.safetensors", to_safetensors(&named)));
+        files.push((best_files::LM_WEIGHTS, to_safetensors(&named)));
         for f in ["config.json", "vocab.txt"] {
             files.push((f, crate::error::read_file(&model_dir.dir.join(f))?));
         }
     }
     run.write_best(&files)
+}
+
+/// `model` with its trained parts replaced by the best-on-valid weights [`save_best`] wrote
+/// (the frozen LM, which `best/` does not hold unless it trains, is kept).
+pub(super) fn restore_best<B: Backend>(
+    run: &RunDir,
+    model: PromptClassifier<B>,
+    config: &TrainConfig,
+    model_dir: &ModelDir,
+    device: &B::Device,
+) -> Result<PromptClassifier<B>> {
+    let read = |file: &str| -> Result<(std::path::PathBuf, TensorMap)> {
+        let path = run.best_file(file)?;
+        let map = parse_safetensors(&crate::error::read_file(&path)?)
+            .map_err(|m| Error::file(&path, m))?;
+        Ok((path, map))
+    };
+    let PromptClassifier {
+        mut lm,
+        mut prompt,
+        mut deep,
+        mut head,
+    } = model;
+    if let Some(p) = &prompt {
+        let (path, map) = read(best_files::PROMPT_ENCODER)?;
+        let restored = PromptEncoder::from_tensors(p.kind(), &map, device);
+        prompt = Some(restored.map_err(|m| Error::file(&path, m))?);
+    }
+    if let Some(d) = &deep {
+        let (path, map) = read(best_files::DEEP_PROMPT)?;
+        let restored = DeepPrompt::from_tensors(&map, d.shape(), device);
+        deep = Some(restored.map_err(|m| Error::file(&path, m))?);
+    }
+    if let Some(h) = &head {
+        let [hidden, classes] = h.weight.dims();
+        let (path, map) = read(best_files::HEAD)?;
+        let restored = linear_head_from_tensors(&map, hidden, classes, device);
+        head = Some(restored.map_err(|m| Error::file(&path, m))?);
+    }
+    if config.lm_trains() {
+        let (path, map) = read(best_files::LM_WEIGHTS)?;
+        let w = Weights::new(&path, map)?;
+        lm = BertForMaskedLM::from_weights(&config.lm_config(&model_dir.config), w, device)?;
+    }
+    Ok(PromptClassifier {
+        lm,
+        prompt,
+        deep,
+        head,
+    })
 }
 
 /// Writes epoch `state.epoch`'s checkpoint.

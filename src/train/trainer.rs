@@ -15,11 +15,11 @@ use super::config::{Method, OptimizerKind, TrainConfig};
 use super::metrics::Metrics;
 use super::optim::FusedAdam;
 use super::prepare::{DataFiles, EncodedSplit, Prepared};
-use super::report::{EpochRecord, Reporter, StepProgress, Summary};
+use super::report::{EpochRecord, Reporter, StepProgress, Summary, best_index};
 use super::run_dir::RunDir;
 use super::run_info::RunInfo;
 use super::sampler::Sampler;
-use super::saved::{TrainerState, restore, save_best, save_checkpoint};
+use super::saved::{TrainerState, restore, restore_best, save_best, save_checkpoint};
 use super::step::loss_and_grads;
 use crate::classifier::{Head, PromptClassifier, argmax, linear_head_init, score_all};
 use crate::error::{Error, Result};
@@ -47,8 +47,8 @@ pub struct RunSpec {
     /// Parts each training batch is split into and computed on in parallel (CPU threads);
     /// the gradients are summed, so the step is the same up to float rounding.
     pub micro_batches: usize,
-    /// Evaluate the test split after every epoch; otherwise only after the epochs that
-    /// improve on valid (what "test at best valid" needs, at a fraction of the cost).
+    /// Evaluate the test split after every epoch; otherwise once, after the last epoch, with
+    /// the best-on-valid weights (all that "test at best valid" needs).
     pub test_every_epoch: bool,
 }
 
@@ -256,8 +256,36 @@ impl<B: TrainBackend> Loop<'_, B> {
                 "no epoch to run (the run had already finished; start without `resume` to start over)",
             ));
         }
+        // a run that stopped between its last epoch and this test gets it when resumed
+        if let Some(best) = best_index(&state.history)
+            && state.history[best].test.is_none()
+        {
+            self.test_best(&mut state.history, best, model.valid())?;
+        }
         let wall = wall_before + start.elapsed().as_secs_f64();
-        self.write_outputs(&state.history, trainable, wall)
+        Ok(self
+            .write_outputs(&state.history, trainable, wall)?
+            .expect("the best epoch is evaluated on test"))
+    }
+
+    /// Evaluates the best-on-valid epoch `best` of `history` on test, once, with the weights `best/`
+    /// keeps (`model` gives the shapes and the frozen LM). Test is not looked at before this
+    /// unless the run tests every epoch; a resumed run whose best epoch came before the
+    /// restart reads the same files.
+    fn test_best(
+        &mut self,
+        history: &mut [EpochRecord],
+        best: usize,
+        model: PromptClassifier<B::InnerBackend>,
+    ) -> Result<()> {
+        let spec = self.spec;
+        let t = Instant::now();
+        let model = restore_best(&spec.run, model, &spec.config, &spec.model, self.device)?;
+        let record = &mut history[best];
+        record.test = Some(self.metrics(&model, &self.prepared.test));
+        record.eval_seconds += t.elapsed().as_secs_f64();
+        self.reporter.tested(spec.config.method, record);
+        Ok(())
     }
 
     /// The model, optimizer and loop state to start from: the latest checkpoint's when
@@ -357,8 +385,8 @@ impl<B: TrainBackend> Loop<'_, B> {
         )))
     }
 
-    /// Evaluates epoch `epoch`: valid always, test when the epoch improves on `best_valid` (or
-    /// the run tests every epoch). Returns the record and whether it improved.
+    /// Evaluates epoch `epoch` on valid (and on test when the run tests every epoch). Returns
+    /// the record and whether it improved on `best_valid`.
     fn evaluate_epoch(
         &self,
         inner: &PromptClassifier<B::InnerBackend>,
@@ -372,8 +400,7 @@ impl<B: TrainBackend> Loop<'_, B> {
         let valid = self.metrics(inner, &self.prepared.valid);
         // improved: strictly better on valid than every earlier epoch (so ties keep the first)
         let improved = valid.accuracy > best_valid;
-        let test = (self.spec.test_every_epoch || improved)
-            .then(|| self.metrics(inner, &self.prepared.test));
+        let test = (self.spec.test_every_epoch).then(|| self.metrics(inner, &self.prepared.test));
         let record = EpochRecord {
             epoch,
             step,
@@ -417,16 +444,19 @@ impl<B: TrainBackend> Loop<'_, B> {
         };
         self.reporter.zero_shot_done(&record);
         let wall = start.elapsed().as_secs_f64();
-        self.write_outputs(&[record], 0, wall)
+        Ok(self
+            .write_outputs(&[record], 0, wall)?
+            .expect("zero-shot evaluates test"))
     }
 
-    /// The summary of `history`, written with the metrics and the curve.
+    /// The summary of `history` (once its best epoch is tested), written with the metrics and
+    /// the curve.
     fn write_outputs(
         &self,
         history: &[EpochRecord],
         trainable: usize,
         wall: f64,
-    ) -> Result<Summary> {
+    ) -> Result<Option<Summary>> {
         let (c, model_dir) = (&self.spec.config, &self.spec.model.dir);
         let summary = Summary::of(
             c.method,
@@ -438,7 +468,9 @@ impl<B: TrainBackend> Loop<'_, B> {
         );
         let name = model_dir.file_name().unwrap_or_default().to_string_lossy();
         let title = format!("{} on {name}", c.method.name());
-        self.spec.run.write_outputs(history, &summary, &title)?;
+        self.spec
+            .run
+            .write_outputs(history, summary.as_ref(), &title)?;
         Ok(summary)
     }
 }

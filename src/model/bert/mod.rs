@@ -140,9 +140,9 @@ impl<B: Kernels> BertSelfAttention<B> {
         let lq = queries.dims()[1];
         let nh = self.num_heads;
         let split = |t: Tensor<B, 3>, len: usize| t.reshape([b, len, nh, h / nh]).swap_dims(1, 2);
-        let q = split(self.query.forward(queries), lq);
-        let k = split(self.key.forward(x.clone()), l);
-        let v = split(self.value.forward(x), l);
+        let q = split(kernels::linear(queries, &self.query), lq);
+        let k = split(kernels::linear(x.clone(), &self.key), l);
+        let v = split(kernels::linear(x, &self.value), l);
         let (k, v) = match prefix {
             Some((pk, pv)) => (
                 Tensor::cat(vec![pk.clone(), k], 2),
@@ -154,9 +154,9 @@ impl<B: Kernels> BertSelfAttention<B> {
         // softmax fused into one kernel; measured faster on the CPU backend than its fused
         // attention, which first makes q, k and v contiguous.
         let scale = 1.0 / ((h / nh) as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let scores = kernels::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale);
         let probs = kernels::softmax_with_bias(scores, mask.bias.clone());
-        let context = self.dropout.forward(probs, seed).matmul(v);
+        let context = kernels::matmul(self.dropout.forward(probs, seed), v);
         kernels::merge_heads(context)
     }
 }
@@ -182,7 +182,7 @@ impl<B: Kernels> BertResidualOutput<B> {
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
         self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x), seed) + residual)
+            .forward(self.dropout.forward(kernels::linear(x, &self.dense), seed) + residual)
     }
 }
 
@@ -248,7 +248,7 @@ impl<B: Kernels> BertLayer<B> {
         let i = self
             .intermediate
             .act
-            .apply(self.intermediate.dense.forward(a.clone()));
+            .apply(kernels::linear(a.clone(), &self.intermediate.dense));
         self.output.forward(i, a, seed)
     }
 }
@@ -391,14 +391,15 @@ impl<B: Kernels> BertForMaskedLM<B> {
     /// The head's transform (dense, activation, LayerNorm) on hidden states `[n, hidden]`.
     pub fn head_transform(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         let t = &self.cls.predictions.transform;
-        t.layer_norm.forward(t.act.apply(t.dense.forward(hidden)))
+        t.layer_norm
+            .forward(t.act.apply(kernels::linear(hidden, &t.dense)))
     }
 
     /// MLM logits over the whole vocabulary for hidden states `[n, hidden]`.
     pub fn mlm_logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         let h = self.head_transform(hidden);
         let bias = self.cls.predictions.bias.val().unsqueeze_dim(0);
-        h.matmul(self.decoder_weight().transpose()) + bias
+        kernels::matmul(h, self.decoder_weight().transpose()) + bias
     }
 
     /// MLM logits restricted to some token ids (`[n, hidden]` → `[n, ids.len()]`): the same
@@ -417,7 +418,7 @@ impl<B: Kernels> BertForMaskedLM<B> {
             .val()
             .select(0, token_ids)
             .unsqueeze_dim(0);
-        h.matmul(w.transpose()) + bias
+        kernels::matmul(h, w.transpose()) + bias
     }
 
     /// Full forward like `BertForMaskedLM(input_ids, attention_mask)`: logits `[batch, len, vocab]`.

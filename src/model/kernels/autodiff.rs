@@ -9,6 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::TensorMetadata;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::FloatTensorOps;
 
 use super::{Kernels, reference};
 
@@ -81,6 +82,56 @@ impl<B: Kernels> Backward<B, 1> for MergeHeadsBackward {
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             reference::merge_heads_backward::<B>(grad, dims)
         });
+    }
+}
+
+/// `a · b`: `da = g · bᵀ`, `db = aᵀ · g`, each saved operand kept only when the other one's
+/// gradient needs it.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: Kernels> Backward<B, 2> for MatmulBackward {
+    /// `a` (needed for `db`), `b` (needed for `da`).
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (a, b) = ops.state;
+        let g = grads.consume::<B>(&ops.node);
+        let r = g.shape().num_dims();
+        let t = |x: FloatTensor<B>| B::float_swap_dims(x, r - 2, r - 1);
+        let [node_a, node_b] = ops.parents;
+        if let (Some(n), Some(b)) = (node_a, b) {
+            grads.register::<B>(n.id, B::matmul(g.clone(), t(b)));
+        }
+        if let (Some(n), Some(a)) = (node_b, a) {
+            grads.register::<B>(n.id, B::matmul(t(a), g));
+        }
+    }
+}
+
+/// `x · w + bias` on rows: `dx = dy · wᵀ`, `dw = xᵀ · dy`, `dbias` = column sums of `dy`.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: Kernels> Backward<B, 3> for LinearBackward {
+    /// `x` (needed for `dw`), `w` (needed for `dx`).
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let [node_x, node_w, node_b] = ops.parents;
+        if let (Some(n), Some(w)) = (node_x, w) {
+            grads.register::<B>(n.id, B::matmul(dy.clone(), B::float_swap_dims(w, 0, 1)));
+        }
+        if let (Some(n), Some(x)) = (node_w, x) {
+            grads.register::<B>(n.id, B::matmul(B::float_swap_dims(x, 0, 1), dy.clone()));
+        }
+        if let Some(n) = node_b {
+            let out = dy.shape()[1];
+            let db = B::float_reshape(B::float_sum_dim(dy, 0), [out].into());
+            grads.register::<B>(n.id, db);
+        }
     }
 }
 
@@ -175,6 +226,60 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => prep.finish(dims, B::merge_heads(x.primitive)),
             OpsKind::UnTracked(prep) => prep.finish(B::merge_heads(x.primitive)),
+        }
+    }
+
+    /// Products with broadcast batch dimensions go to burn's autodiff matmul, which sums the
+    /// broadcast gradient; the model's products have equal batch dimensions.
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (ls, rs) = (lhs.primitive.shape(), rhs.primitive.shape());
+        let r = ls.num_dims();
+        if rs.num_dims() != r || (0..r.saturating_sub(2)).any(|d| ls[d] != rs[d]) {
+            return <Self as FloatTensorOps<Self>>::float_matmul(lhs, rhs);
+        }
+        let (a_tracked, b_tracked) = (lhs.is_tracked(), rhs.is_tracked());
+        match MatmulBackward
+            .prepare::<C>([lhs.node.clone(), rhs.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::matmul(lhs.primitive.clone(), rhs.primitive.clone());
+                let a = b_tracked.then_some(lhs.primitive);
+                let b = a_tracked.then_some(rhs.primitive);
+                prep.finish((a, b), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul(lhs.primitive, rhs.primitive)),
+        }
+    }
+
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::linear_rows(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    bias.primitive,
+                );
+                let saved_x = w_tracked.then_some(x.primitive);
+                let saved_w = x_tracked.then_some(weight.primitive);
+                prep.finish((saved_x, saved_w), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_rows(
+                x.primitive,
+                weight.primitive,
+                bias.primitive,
+            )),
         }
     }
 }

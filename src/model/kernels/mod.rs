@@ -5,10 +5,12 @@
 //! composed from burn's own ops in [`reference`](mod@reference) (what CUDA and any other
 //! backend run). The CPU backend (Flex) overrides them with one-pass, SIMD-friendly loops
 //! that run on all cores, one file per kernel (`gelu`, `softmax`, `layer_norm`,
-//! `merge_heads`, `dropout`, `adam`, on the helpers in `simd`), each falling back to the
+//! `merge_heads`, `dropout`, `adam`, `matmul`, on the helpers in `simd`), each falling back to the
 //! reference for layouts or dtypes it does not handle: measured on a training step,
 //! burn-flex spent 11% of the time in scalar `erf` (GELU), 11% permuting attention heads
-//! element by element, and 7% in scalar `exp` (softmax). `autodiff` wraps each kernel with
+//! element by element, and 7% in scalar `exp` (softmax); on an evaluation pass, 16% zero-
+//! filling and copying matmul outputs (`matmul`, which also makes a linear layer one product
+//! over all rows). `autodiff` wraps each kernel with
 //! its exact gradient. The functions at the end of this file are the tensor-level entry
 //! points the model calls.
 //!
@@ -21,6 +23,7 @@ mod autodiff;
 mod dropout;
 mod gelu;
 mod layer_norm;
+mod matmul;
 mod merge_heads;
 pub mod reference;
 mod simd;
@@ -28,6 +31,7 @@ mod softmax;
 #[cfg(test)]
 mod tests;
 
+use burn::nn::Linear;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -101,6 +105,20 @@ pub trait Kernels: Backend {
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::merge_heads::<Self>(x)
     }
+
+    /// `lhs [..., m, k] · rhs [..., k, n]` (batch dimensions broadcast).
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::matmul::<Self>(lhs, rhs)
+    }
+
+    /// A linear layer on rows: `x [rows, in] · weight [in, out] + bias [out]`.
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        reference::linear::<Self>(x, weight, bias)
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -163,6 +181,19 @@ impl Kernels for burn::backend::Flex {
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         merge_heads::forward(x.clone()).unwrap_or_else(|| reference::merge_heads::<Self>(x))
     }
+
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::matmul(&lhs, &rhs).unwrap_or_else(|| reference::matmul::<Self>(lhs, rhs))
+    }
+
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        matmul::linear(&x, &weight, &bias)
+            .unwrap_or_else(|| reference::linear::<Self>(x, weight, bias))
+    }
 }
 
 /// A backend for training: autodiff with the kernels, over an inner backend with them.
@@ -209,6 +240,31 @@ pub fn dropout<B: Kernels, const D: usize>(x: Tensor<B, D>, prob: f64, seed: u64
 /// [`Kernels::merge_heads`] on a tensor.
 pub fn merge_heads<B: Kernels>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     tensor(B::merge_heads(prim(x)))
+}
+
+/// [`Kernels::matmul`] on tensors.
+pub fn matmul<B: Kernels, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+    tensor(B::matmul(prim(lhs), prim(rhs)))
+}
+
+/// `layer` on `x` `[..., in]` → `[..., out]` through [`Kernels::linear_rows`]: the leading axes are
+/// flattened into rows, so the product is one `[rows, in] · [in, out]` (burn's `Linear`
+/// runs one product per leading index).
+pub fn linear<B: Kernels, const D: usize>(x: Tensor<B, D>, layer: &Linear<B>) -> Tensor<B, D> {
+    let Some(bias) = &layer.bias else {
+        return layer.forward(x);
+    };
+    let dims = x.dims();
+    let [inp, out] = layer.weight.dims();
+    let rows = dims[..D - 1].iter().product();
+    let y: Tensor<B, 2> = tensor(B::linear_rows(
+        prim(x.reshape([rows, inp])),
+        prim(layer.weight.val()),
+        prim(bias.val()),
+    ));
+    let mut out_dims = dims;
+    out_dims[D - 1] = out;
+    y.reshape(out_dims)
 }
 
 /// [`Kernels::adam_step`] on tensors: the new parameter and moments.

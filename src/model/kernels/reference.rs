@@ -149,3 +149,21 @@ pub fn merge_heads_backward<B: Backend>(
 ) -> FloatTensor<B> {
     B::float_swap_dims(B::float_reshape(grad, Shape::new([b, l, nh, hd])), 1, 2)
 }
+
+/// `lhs [..., m, k] · rhs [..., k, n]`: burn's own matmul (which also broadcasts batch dims).
+pub fn matmul<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(lhs, rhs)
+}
+
+/// `x [rows, in] · weight [in, out] + bias [out]`, as burn's linear module computes it.
+pub fn linear<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let out = bias.shape()[0];
+    B::float_add(
+        B::float_matmul(x, weight),
+        B::float_reshape(bias, Shape::new([1, out])),
+    )
+}

@@ -310,3 +310,83 @@ fn adam_with_mismatched_shapes_falls_back() {
             .all(|x| (x - 0.1).abs() < 1e-6)
     );
 }
+
+/// The CPU matmul and linear against burn's matmul and linear module op (and the reference,
+/// what GPUs run): values on strided views (transposed, head-split), and the gradients of
+/// every operand, also with the weights frozen (only the input's gradient is asked for).
+#[test]
+fn matmul_and_linear_match_burn_values_and_gradients() {
+    use burn::module::Param;
+    use burn::nn::Linear;
+    let dev = Default::default();
+    // [b, len, h] → heads view [b, nh, len, hd] (strided), times its own transpose
+    let x = Tensor::<Cpu, 3>::random([3, 9, 16], Distribution::Normal(0.0, 1.0), &dev);
+    let q = x.clone().reshape([3, 9, 4, 4]).swap_dims(1, 2);
+    let k = (x.clone() * 0.5).reshape([3, 9, 4, 4]).swap_dims(1, 2);
+    let want = q.clone().matmul(k.clone().swap_dims(2, 3));
+    let fast = matmul(q.clone(), k.clone().swap_dims(2, 3));
+    assert!(max_diff(fast, want.clone()) < 1e-6);
+    let reference = t::<4>(reference::matmul::<Cpu>(p(q), p(k.swap_dims(2, 3))));
+    assert!(max_diff(reference, want) < 1e-6);
+    // a matrix shape large enough to be split over the threads, operand transposed
+    let a = Tensor::<Cpu, 2>::random([300, 200], Distribution::Default, &dev);
+    let b = Tensor::<Cpu, 2>::random([250, 200], Distribution::Default, &dev);
+    let want = a.clone().matmul(b.clone().transpose());
+    assert!(max_diff(matmul(a, b.transpose()), want) < 1e-4);
+
+    let w0 = Tensor::<Cpu, 2>::random([16, 24], Distribution::Normal(0.0, 0.5), &dev);
+    let b0 = Tensor::<Cpu, 1>::random([24], Distribution::Default, &dev);
+    let wy = Tensor::<CpuTrain, 3>::random([3, 9, 24], Distribution::Default, &dev);
+    let grads_of = |fast: bool, frozen: bool| {
+        let input = Tensor::<CpuTrain, 3>::from_inner(x.clone()).require_grad();
+        let (mut w, mut b) = (
+            Tensor::<CpuTrain, 2>::from_inner(w0.clone()),
+            Tensor::<CpuTrain, 1>::from_inner(b0.clone()),
+        );
+        if !frozen {
+            (w, b) = (w.require_grad(), b.require_grad());
+        }
+        let layer = Linear {
+            weight: Param::from_tensor(w).set_require_grad(!frozen),
+            bias: Some(Param::from_tensor(b).set_require_grad(!frozen)),
+        };
+        let y = if fast {
+            linear(input.clone(), &layer)
+        } else {
+            layer.forward(input.clone())
+        };
+        let g = (y.clone() * wy.clone()).sum().backward();
+        let (wg, bg) = (
+            layer.weight.val().grad(&g),
+            layer.bias.unwrap().val().grad(&g),
+        );
+        (y.inner(), input.grad(&g).unwrap(), wg, bg)
+    };
+    for frozen in [false, true] {
+        let (fy, fx, fw, fb) = grads_of(true, frozen);
+        let (ry, rx, rw, rb) = grads_of(false, frozen);
+        assert!(max_diff(fy, ry) < 1e-6, "linear values");
+        assert!(max_diff(fx, rx) < 1e-5, "input gradient (frozen {frozen})");
+        assert_eq!(fw.is_some(), !frozen);
+        if let (Some(fw), Some(rw), Some(fb), Some(rb)) = (fw, rw, fb, rb) {
+            assert!(max_diff(fw, rw) < 1e-5, "weight gradient");
+            assert!(max_diff(fb, rb) < 1e-5, "bias gradient");
+        }
+    }
+    // gradients of both matmul operands (attention's q·kᵀ and p·v)
+    let grads_of = |fast: bool| {
+        let a = Tensor::<CpuTrain, 4>::from_inner(x.clone().reshape([3, 9, 4, 4]).swap_dims(1, 2))
+            .require_grad();
+        let b = Tensor::<CpuTrain, 4>::from_inner(x.clone().reshape([3, 4, 4, 9])).require_grad();
+        let y = if fast {
+            matmul(a.clone(), b.clone())
+        } else {
+            a.clone().matmul(b.clone())
+        };
+        let g = (y.clone() * y.clone()).sum().backward();
+        (a.grad(&g).unwrap(), b.grad(&g).unwrap())
+    };
+    let ((fa, fb), (ra, rb)) = (grads_of(true), grads_of(false));
+    assert!(max_diff(fa, ra) < 1e-4);
+    assert!(max_diff(fb, rb) < 1e-4);
+}
