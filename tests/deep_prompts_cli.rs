@@ -346,3 +346,39 @@ fn deep_prompt_adapters_are_checked_against_the_backbone() {
         &["max_len 511", "less the prefix of 3"],
     );
 }
+
+/// `--head-lr`: the head's own step at the same rate as the rest is the joint step (the same
+/// numbers), another rate changes the run, and the option is refused without a linear head.
+#[test]
+fn head_learning_rate_is_its_own_and_checked() {
+    let data = small_data(100, 30);
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["--lr", "1e-2"];
+        args.extend_from_slice(extra);
+        let o = run_owned(&v2_args(data.path(), out.path(), &args));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        metrics(out.path())
+    };
+    let joint = run(&[]);
+    assert_eq!(
+        run(&["--head-lr", "1e-2"]),
+        joint,
+        "same rate, different numbers"
+    );
+    let slow = run(&["--head-lr", "1e-6"]);
+    assert_eq!(slow.len(), joint.len());
+    assert_ne!(
+        slow[1]["loss"], joint[1]["loss"],
+        "--head-lr changed nothing"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let o = run_owned(&v2_args(
+        data.path(),
+        out.path(),
+        &["--head", "mlm", "--head-lr", "1e-3"],
+    ));
+    assert_clean_error(&o, &["--head-lr applies to a linear head only"]);
+    let o = run_owned(&v2_args(data.path(), out.path(), &["--head-lr", "0"]));
+    assert_clean_error(&o, &["--head-lr must be a positive number"]);
+}

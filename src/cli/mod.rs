@@ -85,6 +85,7 @@ pub fn main() -> i32 {
 const SETTING_FLAGS: &[(&str, &str)] = &[
     ("addr", "--addr"),
     ("frac", "--frac"),
+    ("head_lr", "--head-lr"),
     ("label_field", "--label-field"),
     ("labels", "--labels"),
     ("lr", "--lr"),

@@ -142,6 +142,9 @@ pub struct RunArgs {
     pub max_len: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Learning rate of the linear head (--head linear), on the same schedule (default: --lr)
+    #[arg(long)]
+    pub head_lr: Option<f64>,
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Cap on optimizer steps per epoch.
@@ -206,6 +209,9 @@ impl RunArgs {
         }
         if self.max_steps.is_some() {
             c.max_steps_per_epoch = self.max_steps;
+        }
+        if self.head_lr.is_some() {
+            c.head_lr = self.head_lr;
         }
         if self.no_mlm_aug {
             c.mlm_augment = None;

@@ -128,6 +128,10 @@ pub struct TrainConfig {
     /// Base learning rate; a positive number except for `zeroshot`.
     #[serde(default)]
     pub lr: f64,
+    /// Learning rate of the linear head (`head = "linear"`), following the same schedule;
+    /// default: `lr`, like every other trained tensor.
+    #[serde(default)]
+    pub head_lr: Option<f64>,
     /// Weight decay coefficient, ≥ 0 (default 0): an L2 term for Adam, decoupled for AdamW.
     #[serde(default)]
     pub weight_decay: f64,
@@ -307,6 +311,14 @@ impl TrainConfig {
         }
         if self.method == Method::Zeroshot && self.head == Head::Linear {
             return bad("zeroshot cannot use a linear head (it would be untrained)".into());
+        }
+        if let Some(lr) = self.head_lr {
+            if self.head != Head::Linear {
+                return bad("`head_lr` applies to a linear head only (head = \"linear\")".into());
+            }
+            if !(lr > 0.0 && lr.is_finite()) {
+                return bad(format!("`head_lr` must be a positive number, got {lr}"));
+            }
         }
         if self.tune_lm && self.method != Method::Ptune {
             return bad(format!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::Optimizer;
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -334,10 +334,17 @@ impl<B: TrainBackend> Loop<'_, B> {
             lr = c.schedule.lr(c.lr, epoch, state.step);
             let step_seed = mix(seed, state.step as u64);
             let micro = self.spec.micro_batches;
-            let (value, grads) = loss_and_grads(&model, &batch, micro, 1.0, step_seed, self.device);
+            let (value, mut grads) =
+                loss_and_grads(&model, &batch, micro, 1.0, step_seed, self.device);
             if !value.is_finite() {
                 self.reporter.diverged();
                 return Err(self.diverged(value, epoch, s + 1, lr, state.epoch)?);
+            }
+            if let (Some(head_lr), Some(head)) = (c.head_lr, &model.head) {
+                // the head's own step first, at its rate on the same schedule; each tensor is
+                // still updated once per step (the optimizer skips tensors without gradients)
+                let head_grads = take_grads(&mut grads, head);
+                model = optim.step(lr * head_lr / c.lr, model, head_grads);
             }
             model = optim.step(lr, model, grads);
             state.step += 1;
@@ -473,6 +480,23 @@ impl<B: TrainBackend> Loop<'_, B> {
             .write_outputs(history, summary.as_ref(), &title)?;
         Ok(summary)
     }
+}
+
+/// The gradients of `head`'s tensors, moved out of `grads`.
+fn take_grads<B: AutodiffBackend>(
+    grads: &mut GradientsParams,
+    head: &burn::nn::Linear<B>,
+) -> GradientsParams {
+    let mut taken = GradientsParams::new();
+    if let Some(g) = grads.remove::<B::InnerBackend, 2>(head.weight.id) {
+        taken.register(head.weight.id, g);
+    }
+    if let Some(b) = &head.bias
+        && let Some(g) = grads.remove::<B::InnerBackend, 1>(b.id)
+    {
+        taken.register(b.id, g);
+    }
+    taken
 }
 
 /// Number of parameters the optimizer updates.
