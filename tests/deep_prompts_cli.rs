@@ -352,11 +352,26 @@ fn deep_prompt_adapters_are_checked_against_the_backbone() {
 #[test]
 fn head_learning_rate_is_its_own_and_checked() {
     let data = small_data(100, 30);
+    // the quick recipe without its head lr, so that no --head-lr is the joint step
+    let recipe_dir = tempfile::tempdir().unwrap();
+    let recipe = recipe_dir.path().join("joint.toml");
+    let quick = fs::read_to_string(repo().join("recipes/quick.toml")).unwrap();
+    let joint_recipe: Vec<&str> = quick
+        .lines()
+        .filter(|l| !l.starts_with("head_lr"))
+        .collect();
+    assert!(
+        joint_recipe.len() < quick.lines().count(),
+        "quick.toml has no head_lr"
+    );
+    fs::write(&recipe, joint_recipe.join("\n")).unwrap();
     let run = |extra: &[&str]| {
         let out = tempfile::tempdir().unwrap();
-        let mut args = vec!["--lr", "1e-2"];
-        args.extend_from_slice(extra);
-        let o = run_owned(&v2_args(data.path(), out.path(), &args));
+        let mut args = v2_args(data.path(), out.path(), &["--lr", "1e-2"]);
+        let at = args.iter().position(|a| a == "--recipe").unwrap();
+        args[at + 1] = recipe.to_str().unwrap().to_string();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = run_owned(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         metrics(out.path())
     };
@@ -371,6 +386,15 @@ fn head_learning_rate_is_its_own_and_checked() {
     assert_ne!(
         slow[1]["loss"], joint[1]["loss"],
         "--head-lr changed nothing"
+    );
+    // the quick recipe's head lr is its linear head's: another head drops it
+    let out = tempfile::tempdir().unwrap();
+    let o = run_owned(&v2_args(data.path(), out.path(), &["--head", "mlm"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = fs::read_to_string(out.path().join("config.toml")).unwrap();
+    assert!(
+        config.contains("head = \"mlm\"") && !config.contains("head_lr"),
+        "{config}"
     );
     let out = tempfile::tempdir().unwrap();
     let o = run_owned(&v2_args(

@@ -212,6 +212,9 @@ impl RunArgs {
         }
         if self.head_lr.is_some() {
             c.head_lr = self.head_lr;
+        } else if c.head != Head::Linear {
+            // a recipe's head lr belongs to its linear head: asking for another head drops it
+            c.head_lr = None;
         }
         if self.no_mlm_aug {
             c.mlm_augment = None;

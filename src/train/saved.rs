@@ -1,7 +1,7 @@
 //! What a run saves of its model: the best-on-valid weights in `best/`, and the epoch
 //! checkpoints (trainable weights, optimizer state, loop state) a resumed run restores.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
@@ -81,12 +81,38 @@ pub(super) fn restore_best<B: Backend>(
     model_dir: &ModelDir,
     device: &B::Device,
 ) -> Result<PromptClassifier<B>> {
-    let read = |file: &str| -> Result<(std::path::PathBuf, TensorMap)> {
-        let path = run.best_file(file)?;
+    let mut tensors = |part: Part| -> Result<(PathBuf, TensorMap)> {
+        let path = run.best_file(match part {
+            Part::Prompt => best_files::PROMPT_ENCODER,
+            Part::Deep => best_files::DEEP_PROMPT,
+            Part::Head => best_files::HEAD,
+            Part::Lm => best_files::LM_WEIGHTS,
+        })?;
         let map = parse_safetensors(&crate::error::read_file(&path)?)
             .map_err(|m| Error::file(&path, m))?;
         Ok((path, map))
     };
+    with_trained_parts(model, &mut tensors, config, model_dir, device)
+}
+
+/// A trained part of a classifier, as saved.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Prompt,
+    Deep,
+    Head,
+    Lm,
+}
+
+/// `model` with each part that trains replaced by the tensors `tensors` gives for it (and
+/// the file they came from, for messages); the shapes are `model`'s.
+fn with_trained_parts<B: Backend>(
+    model: PromptClassifier<B>,
+    tensors: &mut dyn FnMut(Part) -> Result<(PathBuf, TensorMap)>,
+    config: &TrainConfig,
+    model_dir: &ModelDir,
+    device: &B::Device,
+) -> Result<PromptClassifier<B>> {
     let PromptClassifier {
         mut lm,
         mut prompt,
@@ -94,23 +120,23 @@ pub(super) fn restore_best<B: Backend>(
         mut head,
     } = model;
     if let Some(p) = &prompt {
-        let (path, map) = read(best_files::PROMPT_ENCODER)?;
+        let (path, map) = tensors(Part::Prompt)?;
         let restored = PromptEncoder::from_tensors(p.kind(), &map, device);
         prompt = Some(restored.map_err(|m| Error::file(&path, m))?);
     }
     if let Some(d) = &deep {
-        let (path, map) = read(best_files::DEEP_PROMPT)?;
+        let (path, map) = tensors(Part::Deep)?;
         let restored = DeepPrompt::from_tensors(&map, d.shape(), device);
         deep = Some(restored.map_err(|m| Error::file(&path, m))?);
     }
     if let Some(h) = &head {
         let [hidden, classes] = h.weight.dims();
-        let (path, map) = read(best_files::HEAD)?;
+        let (path, map) = tensors(Part::Head)?;
         let restored = linear_head_from_tensors(&map, hidden, classes, device);
         head = Some(restored.map_err(|m| Error::file(&path, m))?);
     }
     if config.lm_trains() {
-        let (path, map) = read(best_files::LM_WEIGHTS)?;
+        let (path, map) = tensors(Part::Lm)?;
         let w = Weights::new(&path, map)?;
         lm = BertForMaskedLM::from_weights(&config.lm_config(&model_dir.config), w, device)?;
     }
@@ -174,52 +200,23 @@ where
     let weights_path = dir.join(WEIGHTS);
     let map: TensorMap =
         parse_safetensors(&read(WEIGHTS)?).map_err(|m| Error::file(&weights_path, m))?;
-    let PromptClassifier {
-        mut lm,
-        mut prompt,
-        mut deep,
-        mut head,
-    } = model;
-    if let Some(d) = &deep {
-        deep = Some(
-            DeepPrompt::from_tensors(&sub_map(&map, DEEP), d.shape(), device)
-                .map_err(|m| Error::file(&weights_path, m))?,
-        );
-    }
-    if let Some(h) = &head {
-        let [hidden, classes] = h.weight.dims();
-        head = Some(
-            linear_head_from_tensors(&sub_map(&map, HEAD), hidden, classes, device)
-                .map_err(|m| Error::file(&weights_path, m))?,
-        );
-    }
-    if let Some(p) = &prompt {
-        let kind = p.kind();
-        prompt = Some(
-            PromptEncoder::from_tensors(kind, &sub_map(&map, PROMPT), device)
-                .map_err(|m| Error::file(&weights_path, m))?,
-        );
-    }
-    if config.lm_trains() {
-        let w = Weights::new(&weights_path, sub_map(&map, LM))?;
-        lm = BertForMaskedLM::from_weights(&config.lm_config(&model_dir.config), w, device)?;
-    }
+    let mut tensors = |part: Part| -> Result<(PathBuf, TensorMap)> {
+        let namespace = match part {
+            Part::Prompt => PROMPT,
+            Part::Deep => DEEP,
+            Part::Head => HEAD,
+            Part::Lm => LM,
+        };
+        Ok((weights_path.clone(), sub_map(&map, namespace)))
+    };
+    let model = with_trained_parts(model, &mut tensors, config, model_dir, device)?;
     let record = recorder().load(read(OPTIMIZER)?, device).map_err(|e| {
         Error::file(
             dir.join(OPTIMIZER),
             format!("cannot read the optimizer state: {e}"),
         )
     })?;
-    Ok((
-        PromptClassifier {
-            lm,
-            prompt,
-            deep,
-            head,
-        },
-        optim.load_record(record),
-        state,
-    ))
+    Ok((model, optim.load_record(record), state))
 }
 
 /// Namespaces of the trainable-weights file: each part's own names follow `{namespace}.`.
