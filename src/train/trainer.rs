@@ -228,11 +228,8 @@ impl<B: TrainBackend> Loop<'_, B> {
         let trainable = trainable_params(&model, c);
         let _memory = crate::train::memory::LowPeakWhileLarge::new(trainable);
         let steps = c.steps_per_epoch(self.prepared.train.len());
-        let mut best_valid = state
-            .history
-            .iter()
-            .map(|r| r.valid.accuracy)
-            .fold(-1.0, f64::max);
+        let mut best_valid =
+            best_index(&state.history).map_or(-1.0, |i| state.history[i].valid.accuracy);
         for epoch in state.epoch + 1..=c.epochs {
             let trained;
             (model, trained) = self.train_epoch(model, &mut optim, &mut state, epoch, steps)?;
