@@ -3,6 +3,8 @@
 # --bench), measured one after the other in the same run: same corpus (the train-split review
 # texts), batch 64, max length 128 (one text per sequence, truncated), 15% masking 80/10/10,
 # AdamW, gradient clipping 1.0, continuing zh-mini, 2 threads. Prints tokens/s and peak RSS.
+# Both rates leave out the first two steps (warm-up): PyTorch's from its per-step times,
+# ptune's from its records (one every 2 steps, each rate measured without its held-out pass).
 #   bench/pretrain_speed.sh [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,7 @@ cut -f1 assets/data/reviews/train.tsv > "$OUT/texts.txt"
 rm -rf "$OUT/run"
 /usr/bin/time -f "%M" -o "$OUT/ptune.rss" target/release/ptune pretrain --corpus "$OUT/texts.txt" \
   --init assets/models/zh-mini --out "$OUT/run" --cache-dir "$OUT/cache" --packing truncate \
-  --steps "$STEPS" --warmup 500 --lr 5e-4 --eval-every 100000 --eval-sequences 64 --threads 2 --quiet \
+  --steps "$STEPS" --warmup 500 --lr 5e-4 --eval-every 2 --eval-sequences 64 --threads 2 --quiet \
   > "$OUT/ptune.log" 2>&1
 python3 - "$OUT" <<'PY'
 import json, re, sys
@@ -29,12 +31,14 @@ mean_len = float(re.search(r"mean len ([0-9.]+)", log).group(1))
 steps = [float(x) for x in re.findall(r"bench step \d+: ([0-9.]+)s", log)][2:]
 peer_tps = mean_len * 64 / (sum(steps) / len(steps))
 hist = [json.loads(l) for l in open(f"{out}/run/metrics.jsonl")]
+# steps 3..N: each record's tokens since the previous one, at that record's rate
+recs = [(b["tokens"] - a["tokens"], b["tokens_per_s"]) for a, b in zip(hist, hist[1:]) if b["step"] > 2]
+ours_tps = sum(t for t, _ in recs) / sum(t / r for t, r in recs)
 last = hist[-1]
-ours_tps = last["tokens"] / last["wall_seconds"]
 rss = lambda f: int(open(f"{out}/{f}").read().split()[-1]) / 1024
 print(f"PyTorch: {peer_tps:,.0f} tokens/s (mean {mean_len} tokens/sequence, steps 3..: "
       f"{sum(steps)/len(steps):.3f} s), peak RSS {rss('peer.rss'):,.0f} MiB")
-print(f"ptune:   {ours_tps:,.0f} tokens/s ({last['tokens']} tokens, {last['wall_seconds']:.1f} s incl. "
-      f"warm-up and one held-out pass), peak RSS {rss('ptune.rss'):,.0f} MiB")
+print(f"ptune:   {ours_tps:,.0f} tokens/s (steps 3..{last['step']}: {sum(t for t, _ in recs)} tokens), "
+      f"peak RSS {rss('ptune.rss'):,.0f} MiB")
 print(f"ratio:   {ours_tps/peer_tps:.2f}x tokens/s, {rss('ptune.rss')/rss('peer.rss'):.2f}x RSS")
 PY

@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
@@ -15,7 +14,7 @@ use crate::data::Batch;
 use crate::model::bert::{AttentionMask, BertForMaskedLM};
 use crate::model::deep_prompt::{DeepPrompt, Prefixes};
 use crate::model::host::{to_host, transpose};
-use crate::model::kernels::Kernels;
+use crate::model::kernels::{self, Kernels};
 use crate::model::prompt_encoder::PromptEncoder;
 use crate::model::tensors::RawTensor;
 use crate::model::weights::new_param;
@@ -171,7 +170,7 @@ impl<B: Kernels> PromptClassifier<B> {
                 .hidden(batch, dropout_seed, device)
                 .select(0, int_tensor::<B, 1>(&rows, [rows.len()], device));
             let labels: Vec<u32> = batch.labels.iter().map(|&l| l as u32).collect();
-            return CrossEntropyLossConfig::new().init(device).forward(
+            return kernels::cross_entropy(
                 head.forward(hidden),
                 int_tensor::<B, 1>(&labels, [labels.len()], device),
             );
@@ -183,9 +182,7 @@ impl<B: Kernels> PromptClassifier<B> {
             .hidden(batch, dropout_seed, device)
             .select(0, int_tensor::<B, 1>(&positions, [n], device));
         let logits = self.lm.mlm_logits(hidden);
-        CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, int_tensor::<B, 1>(&targets, [n], device))
+        kernels::cross_entropy(logits, int_tensor::<B, 1>(&targets, [n], device))
     }
 
     /// Class scores `[batch][class]`: the mean over `[MASK]` slots of the label-word token's

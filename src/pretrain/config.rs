@@ -196,7 +196,7 @@ pub struct PretrainRecord {
     pub heldout_loss: f64,
     /// `exp(heldout_loss)`.
     pub heldout_ppl: f64,
-    /// Tokens per second since the previous record.
+    /// Training tokens per second since the previous record (its held-out pass not counted).
     pub tokens_per_s: f64,
     /// Training time in seconds, summed over all invocations of the run (resumes included).
     pub wall_seconds: f64,

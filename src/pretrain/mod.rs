@@ -181,8 +181,9 @@ pub fn pretrain<B: TrainBackend>(
         time_limit_reached |= out_of_time && state.step < c.steps;
         let last = state.step == c.steps || out_of_time;
         if state.step.is_multiple_of(c.eval_every) || last {
-            let held = heldout_loss(&model.lm.valid(), &data, &m, device);
+            // training throughput: the held-out pass is not part of it
             let secs = tokens_since.1.elapsed().as_secs_f64();
+            let held = heldout_loss(&model.lm.valid(), &data, &m, device);
             let record = PretrainRecord {
                 step: state.step,
                 tokens: state.tokens,

@@ -136,13 +136,11 @@ impl<B: Kernels> BertSelfAttention<B> {
         prefix: LayerPrefix<'_, B>,
         seed: Option<u64>,
     ) -> Tensor<B, 3> {
-        let [b, l, h] = x.dims();
-        let lq = queries.dims()[1];
+        let h = x.dims()[2];
         let nh = self.num_heads;
-        let split = |t: Tensor<B, 3>, len: usize| t.reshape([b, len, nh, h / nh]).swap_dims(1, 2);
-        let q = split(kernels::linear(queries, &self.query), lq);
-        let k = split(kernels::linear(x.clone(), &self.key), l);
-        let v = split(kernels::linear(x, &self.value), l);
+        let q = kernels::split_heads(kernels::linear(queries, &self.query), nh);
+        let k = kernels::split_heads(kernels::linear(x.clone(), &self.key), nh);
+        let v = kernels::split_heads(kernels::linear(x, &self.value), nh);
         let (k, v) = match prefix {
             Some((pk, pv)) => (
                 Tensor::cat(vec![pk.clone(), k], 2),

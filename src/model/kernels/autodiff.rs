@@ -8,8 +8,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::TensorMetadata;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{Kernels, reference};
 
@@ -80,7 +80,35 @@ impl<B: Kernels> Backward<B, 1> for MergeHeadsBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dims = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            reference::merge_heads_backward::<B>(grad, dims)
+            reference::split_heads::<B>(grad, dims[1])
+        });
+    }
+}
+
+/// The gradient of a head split is the heads merged back ([`Kernels::merge_heads`]).
+#[derive(Debug)]
+struct SplitHeadsBackward;
+
+impl<B: Kernels> Backward<B, 1> for SplitHeadsBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<B, _>(ops.parents, ops.node, grads, B::merge_heads);
+    }
+}
+
+/// Cross-entropy: the logits' gradient from the saved logits and targets.
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: Kernels> Backward<B, 1> for CrossEntropyBackward {
+    /// Logits, targets.
+    type State = (FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, targets) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::cross_entropy_backward(logits, targets, grad)
         });
     }
 }
@@ -226,6 +254,32 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => prep.finish(dims, B::merge_heads(x.primitive)),
             OpsKind::UnTracked(prep) => prep.finish(B::merge_heads(x.primitive)),
+        }
+    }
+
+    fn split_heads(x: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        match SplitHeadsBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), B::split_heads(x.primitive, heads)),
+            OpsKind::UnTracked(prep) => prep.finish(B::split_heads(x.primitive, heads)),
+        }
+    }
+
+    /// The targets are constants.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        match CrossEntropyBackward
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let loss = B::cross_entropy(logits.primitive.clone(), targets.clone());
+                prep.finish((logits.primitive, targets), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::cross_entropy(logits.primitive, targets)),
         }
     }
 

@@ -6,7 +6,7 @@
 //! backend run). The CPU backend (Flex) overrides them with one-pass, SIMD-friendly loops
 //! that run on all cores, one file per kernel (`gelu`, `softmax`, `layer_norm`,
 //! `merge_heads`, `dropout`, `adam`, `matmul`, on the helpers in `simd`), each falling back to the
-//! reference for layouts or dtypes it does not handle: measured on a training step,
+//! reference for layouts or dtypes it does not handle (also `cross_entropy`): measured on a training step,
 //! burn-flex spent 11% of the time in scalar `erf` (GELU), 11% permuting attention heads
 //! element by element, and 7% in scalar `exp` (softmax); on an evaluation pass, 16% zero-
 //! filling and copying matmul outputs (`matmul`, which also makes a linear layer one product
@@ -20,6 +20,7 @@
 
 mod adam;
 mod autodiff;
+mod cross_entropy;
 mod dropout;
 mod gelu;
 mod layer_norm;
@@ -33,8 +34,8 @@ mod tests;
 
 use burn::nn::Linear;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 pub use adam::AdamStep;
 pub use dropout::{MASK_BLOCK, dropout_mask, mix};
@@ -104,6 +105,28 @@ pub trait Kernels: Backend {
     /// `[batch, heads, len, head_dim]` → `[batch, len, heads · head_dim]` (contiguous).
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::merge_heads::<Self>(x)
+    }
+
+    /// `[batch, len, heads · head_dim]` → `[batch, heads, len, head_dim]`, a strided view on
+    /// every backend; its gradient is [`Kernels::merge_heads`] (burn's own backward made the
+    /// gradient contiguous element by element: 6% of a pretraining step).
+    fn split_heads(x: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        reference::split_heads::<Self>(x, heads)
+    }
+
+    /// Mean cross-entropy of `logits [rows, classes]` at `targets [rows]`, shape `[1]`.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        reference::cross_entropy::<Self>(logits, targets)
+    }
+
+    /// Gradient of [`Kernels::cross_entropy`] w.r.t. the logits, given the loss's gradient
+    /// `grad` (`[1]`): `grad / rows · (softmax(logits) − onehot(targets))`.
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        reference::cross_entropy_backward::<Self>(logits, targets, grad)
     }
 
     /// `lhs [..., m, k] · rhs [..., k, n]` (batch dimensions broadcast).
@@ -186,6 +209,20 @@ impl Kernels for burn::backend::Flex {
         matmul::matmul(&lhs, &rhs).unwrap_or_else(|| reference::matmul::<Self>(lhs, rhs))
     }
 
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        cross_entropy::forward(logits.clone(), targets.clone())
+            .unwrap_or_else(|| reference::cross_entropy::<Self>(logits, targets))
+    }
+
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy::backward(logits.clone(), targets.clone(), grad.clone())
+            .unwrap_or_else(|| reference::cross_entropy_backward::<Self>(logits, targets, grad))
+    }
+
     fn linear_rows(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -240,6 +277,16 @@ pub fn dropout<B: Kernels, const D: usize>(x: Tensor<B, D>, prob: f64, seed: u64
 /// [`Kernels::merge_heads`] on a tensor.
 pub fn merge_heads<B: Kernels>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     tensor(B::merge_heads(prim(x)))
+}
+
+/// [`Kernels::split_heads`] on a tensor.
+pub fn split_heads<B: Kernels>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    tensor(B::split_heads(prim(x), heads))
+}
+
+/// [`Kernels::cross_entropy`] on tensors: the mean loss, shape `[1]`.
+pub fn cross_entropy<B: Kernels>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    tensor(B::cross_entropy(prim(logits), targets.into_primitive()))
 }
 
 /// [`Kernels::matmul`] on tensors.

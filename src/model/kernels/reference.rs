@@ -3,7 +3,7 @@
 //! do not handle. `tests.rs` checks them against the CPU kernels, values and gradients.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 
 use super::adam::AdamStep;
@@ -142,12 +142,47 @@ pub fn merge_heads<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(B::float_swap_dims(x, 1, 2), Shape::new([b, l, nh * hd]))
 }
 
-/// The gradient of [`merge_heads`] (every backend's: a reshape and a transpose).
-pub fn merge_heads_backward<B: Backend>(
+/// The hidden axis split into attention heads, `[batch, len, heads · head_dim]` →
+/// `[batch, heads, len, head_dim]`: a reshape and a transpose (a strided view, no copy), so
+/// also the gradient of [`merge_heads`].
+pub fn split_heads<B: Backend>(x: FloatTensor<B>, heads: usize) -> FloatTensor<B> {
+    let s = x.shape();
+    let (b, l, h) = (s[0], s[1], s[2]);
+    B::float_swap_dims(
+        B::float_reshape(x, Shape::new([b, l, heads, h / heads])),
+        1,
+        2,
+    )
+}
+
+/// Mean cross-entropy of `logits [rows, classes]` at `targets [rows]`, as burn's
+/// `CrossEntropyLoss` computes it: `−mean(gather(log_softmax(logits), targets))`, shape `[1]`.
+pub fn cross_entropy<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+    let rows = logits.shape()[0];
+    let log_p = B::log_softmax(logits, 1);
+    let picked = B::float_gather(1, log_p, B::int_reshape(targets, Shape::new([rows, 1])));
+    B::float_neg(B::float_mean(picked))
+}
+
+/// Gradient of [`cross_entropy`] w.r.t. the logits from the loss gradient `grad` (`[1]`):
+/// `grad / rows · (softmax(logits) − onehot(targets))`.
+pub fn cross_entropy_backward<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
     grad: FloatTensor<B>,
-    [b, nh, l, hd]: [usize; 4],
 ) -> FloatTensor<B> {
-    B::float_swap_dims(B::float_reshape(grad, Shape::new([b, l, nh, hd])), 1, 2)
+    let shape = logits.shape();
+    let rows = shape[0];
+    let device = B::float_device(&logits);
+    let probs = B::softmax(logits, 1);
+    let onehot = B::float_scatter_add(
+        1,
+        B::float_zeros(shape, &device, probs.dtype().into()),
+        B::int_reshape(targets, Shape::new([rows, 1])),
+        B::float_ones(Shape::new([rows, 1]), &device, probs.dtype().into()),
+    );
+    let scale = B::float_div_scalar(B::float_reshape(grad, Shape::new([1, 1])), (rows as f32).into());
+    B::float_mul(B::float_sub(probs, onehot), scale)
 }
 
 /// `lhs [..., m, k] · rhs [..., k, n]`: burn's own matmul (which also broadcasts batch dims).

@@ -3,7 +3,7 @@
 
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
 
 use super::*;
 use crate::{Cpu, CpuTrain};
@@ -276,7 +276,7 @@ fn composed_fallbacks_match_cpu_kernels() {
     let grads = (merge_heads(h.clone()) * Tensor::from_inner(g.clone()))
         .sum()
         .backward();
-    let want = t::<4>(reference::merge_heads_backward::<Cpu>(p(g), [2, 3, 5, 4]));
+    let want = t::<4>(reference::split_heads::<Cpu>(p(g), 3));
     assert_eq!(max_diff(h.grad(&grads).unwrap(), want), 0.0);
 }
 
@@ -389,4 +389,83 @@ fn matmul_and_linear_match_burn_values_and_gradients() {
     let ((fa, fb), (ra, rb)) = (grads_of(true), grads_of(false));
     assert!(max_diff(fa, ra) < 1e-4);
     assert!(max_diff(fb, rb) < 1e-4);
+}
+
+/// The fused cross-entropy against burn's `CrossEntropyLoss` and against the reference (what
+/// GPUs run): the loss and the logits' gradient, on a vocabulary-sized row split over the
+/// threads and on a two-class head; a target out of range goes to the reference.
+#[test]
+fn cross_entropy_matches_burn_loss_and_gradient() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    let dev = Default::default();
+    for (rows, classes) in [(37usize, 21128usize), (32, 2), (1, 5)] {
+        let x0 = Tensor::<Cpu, 2>::random([rows, classes], Distribution::Normal(0.0, 4.0), &dev);
+        let ids: Vec<i32> = (0..rows).map(|i| ((i * 7919) % classes) as i32).collect();
+        let targets = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(ids.clone(), [rows]), &dev);
+        let run = |fused: bool| {
+            let x = Tensor::<CpuTrain, 2>::from_inner(x0.clone()).require_grad();
+            let tg = Tensor::<CpuTrain, 1, Int>::from_inner(targets.clone());
+            let loss = if fused {
+                cross_entropy(x.clone(), tg)
+            } else {
+                CrossEntropyLossConfig::new().init(&dev).forward(x.clone(), tg)
+            };
+            // a loss gradient other than 1, so its scale is checked too
+            let g = (loss.clone() * 3.0).backward();
+            (loss.inner(), x.grad(&g).unwrap())
+        };
+        let ((fl, fg), (bl, bg)) = (run(true), run(false));
+        let (fl, bl): (f32, f32) = (fl.into_scalar(), bl.into_scalar());
+        assert!((fl - bl).abs() < 1e-5 * bl.abs().max(1.0), "{rows}x{classes}: loss {fl} vs {bl}");
+        let d = max_diff(fg.clone(), bg);
+        // per-element gradients are at most 3/rows; f32 rounding of two different op orders
+        assert!(d < 5e-7, "{rows}x{classes}: gradient differs by {d}");
+        // the reference, forward and backward
+        let r = t::<1>(reference::cross_entropy::<Cpu>(
+            p(x0.clone()),
+            targets.clone().into_primitive(),
+        ));
+        let r: f32 = r.into_scalar();
+        assert!((r - bl).abs() < 1e-5 * bl.abs().max(1.0));
+        let rg = t::<2>(reference::cross_entropy_backward::<Cpu>(
+            p(x0.clone()),
+            targets.clone().into_primitive(),
+            p(Tensor::<Cpu, 1>::from_floats([3.0], &dev)),
+        ));
+        let d = max_diff(fg, rg);
+        // burn-flex's softmax sums a row sequentially in f32 (relative error ~1e-5 at 21,128)
+        assert!(d < 1e-5, "{rows}x{classes}: reference gradient differs by {d}");
+    }
+    // out of range: the CPU kernel declines and the reference (burn's gather) is used
+    let x = Tensor::<Cpu, 2>::zeros([2, 3], &dev);
+    let bad = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32, 3], [2]), &dev);
+    assert!(super::cross_entropy::forward(p(x), bad.into_primitive()).is_none());
+}
+
+/// The head split is a view on every backend; its gradient goes through the merge kernel,
+/// also when that gradient arrives transposed (the keys', through `kᵀ`).
+#[test]
+fn split_heads_gradient_is_the_merge() {
+    let dev = Default::default();
+    let x0 = Tensor::<Cpu, 3>::random([2, 5, 12], Distribution::Default, &dev);
+    let w = Tensor::<Cpu, 4>::random([2, 3, 4, 5], Distribution::Default, &dev);
+    let grad_of = |fused: bool| {
+        let x = Tensor::<CpuTrain, 3>::from_inner(x0.clone()).require_grad();
+        let heads = if fused {
+            split_heads(x.clone(), 3)
+        } else {
+            x.clone().reshape([2, 5, 3, 4]).swap_dims(1, 2)
+        };
+        assert_eq!(heads.dims(), [2, 3, 5, 4]);
+        // transposed, as the keys are used: the gradient reaching the split is strided
+        let y = heads.swap_dims(2, 3) * Tensor::from_inner(w.clone());
+        let g = y.sum().backward();
+        x.grad(&g).unwrap()
+    };
+    assert_eq!(max_diff(grad_of(true), grad_of(false)), 0.0);
+    let v = t::<4>(Cpu::split_heads(p(x0.clone()), 3));
+    assert_eq!(
+        max_diff(v, x0.reshape([2, 5, 3, 4]).swap_dims(1, 2)),
+        0.0
+    );
 }
