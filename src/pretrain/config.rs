@@ -198,6 +198,11 @@ pub struct PretrainRecord {
     pub heldout_ppl: f64,
     /// Training tokens per second since the previous record (its held-out pass not counted).
     pub tokens_per_s: f64,
+    /// Batch positions (tokens plus padding: what the model computes on) per second since the
+    /// previous record, measured like `tokens_per_s`; the speed to compare with another
+    /// implementation whose batches hold other sequences.
+    #[serde(default)]
+    pub positions_per_s: f64,
     /// Training time in seconds, summed over all invocations of the run (resumes included).
     pub wall_seconds: f64,
 }

@@ -107,6 +107,8 @@ pub fn pretrain<B: TrainBackend>(
     let mut epochs = Epochs::new(bpe);
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
     let mut tokens_since = (state.tokens, Instant::now());
+    // batch positions (with padding) since the last record
+    let mut positions_since = 0usize;
     let mut interrupted = false;
     let mut time_limit_reached = false;
     let mut lr = 0.0;
@@ -122,6 +124,7 @@ pub fn pretrain<B: TrainBackend>(
             heldout_loss: held,
             heldout_ppl: held.exp(),
             tokens_per_s: 0.0,
+            positions_per_s: 0.0,
             wall_seconds: 0.0,
         });
         files.write_history(&state.history)?;
@@ -133,6 +136,10 @@ pub fn pretrain<B: TrainBackend>(
         let mut step_loss = 0.0;
         let batches = data.step_batches(c, &m, state.step, &mut epochs, &mut state.tokens);
         let total_targets: usize = batches.iter().map(|b| b.targets.len()).sum();
+        positions_since += batches
+            .iter()
+            .map(|b| b.batch_size * b.seq_len)
+            .sum::<usize>();
         for (k, batch) in batches.iter().enumerate() {
             if batch.targets.is_empty() {
                 continue;
@@ -193,6 +200,7 @@ pub fn pretrain<B: TrainBackend>(
                 heldout_loss: held,
                 heldout_ppl: held.exp(),
                 tokens_per_s: (state.tokens - tokens_since.0) as f64 / secs.max(1e-9),
+                positions_per_s: positions_since as f64 / secs.max(1e-9),
                 wall_seconds: now_wall,
             };
             if spec.progress {
@@ -213,6 +221,7 @@ pub fn pretrain<B: TrainBackend>(
             files.write_history(&state.history)?;
             (loss_sum, loss_n) = (0.0, 0);
             tokens_since = (state.tokens, Instant::now());
+            positions_since = 0;
         }
         state.wall_seconds = now_wall;
         if state.step.is_multiple_of(c.save_every) || last || stop {

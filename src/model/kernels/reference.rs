@@ -181,7 +181,10 @@ pub fn cross_entropy_backward<B: Backend>(
         B::int_reshape(targets, Shape::new([rows, 1])),
         B::float_ones(Shape::new([rows, 1]), &device, probs.dtype().into()),
     );
-    let scale = B::float_div_scalar(B::float_reshape(grad, Shape::new([1, 1])), (rows as f32).into());
+    let scale = B::float_div_scalar(
+        B::float_reshape(grad, Shape::new([1, 1])),
+        (rows as f32).into(),
+    );
     B::float_mul(B::float_sub(probs, onehot), scale)
 }
 

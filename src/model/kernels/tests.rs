@@ -408,7 +408,9 @@ fn cross_entropy_matches_burn_loss_and_gradient() {
             let loss = if fused {
                 cross_entropy(x.clone(), tg)
             } else {
-                CrossEntropyLossConfig::new().init(&dev).forward(x.clone(), tg)
+                CrossEntropyLossConfig::new()
+                    .init(&dev)
+                    .forward(x.clone(), tg)
             };
             // a loss gradient other than 1, so its scale is checked too
             let g = (loss.clone() * 3.0).backward();
@@ -416,7 +418,10 @@ fn cross_entropy_matches_burn_loss_and_gradient() {
         };
         let ((fl, fg), (bl, bg)) = (run(true), run(false));
         let (fl, bl): (f32, f32) = (fl.into_scalar(), bl.into_scalar());
-        assert!((fl - bl).abs() < 1e-5 * bl.abs().max(1.0), "{rows}x{classes}: loss {fl} vs {bl}");
+        assert!(
+            (fl - bl).abs() < 1e-5 * bl.abs().max(1.0),
+            "{rows}x{classes}: loss {fl} vs {bl}"
+        );
         let d = max_diff(fg.clone(), bg);
         // per-element gradients are at most 3/rows; f32 rounding of two different op orders
         assert!(d < 5e-7, "{rows}x{classes}: gradient differs by {d}");
@@ -434,7 +439,10 @@ fn cross_entropy_matches_burn_loss_and_gradient() {
         ));
         let d = max_diff(fg, rg);
         // burn-flex's softmax sums a row sequentially in f32 (relative error ~1e-5 at 21,128)
-        assert!(d < 1e-5, "{rows}x{classes}: reference gradient differs by {d}");
+        assert!(
+            d < 1e-5,
+            "{rows}x{classes}: reference gradient differs by {d}"
+        );
     }
     // out of range: the CPU kernel declines and the reference (burn's gather) is used
     let x = Tensor::<Cpu, 2>::zeros([2, 3], &dev);
@@ -464,8 +472,5 @@ fn split_heads_gradient_is_the_merge() {
     };
     assert_eq!(max_diff(grad_of(true), grad_of(false)), 0.0);
     let v = t::<4>(Cpu::split_heads(p(x0.clone()), 3));
-    assert_eq!(
-        max_diff(v, x0.reshape([2, 5, 3, 4]).swap_dims(1, 2)),
-        0.0
-    );
+    assert_eq!(max_diff(v, x0.reshape([2, 5, 3, 4]).swap_dims(1, 2)), 0.0);
 }
