@@ -46,7 +46,7 @@ rss = lambda f: int(open(f"{out}/{f}").read().split()[-1]) / 1024
 print(f"PyTorch: {peer_pos:,.0f} positions/s (batch x padded length, steps 3..{len(steps) + 2}, "
       f"{peer_secs / len(steps):.3f} s/step); ~{peer_tps:,.0f} tokens/s at the corpus' mean "
       f"{mean_len} tokens/sequence; peak RSS {rss('peer.rss'):,.0f} MiB")
-print(f"ptune:   {ours_pos:,.0f} positions/s (steps 3..{last['step']}, {secs / len(recs) / 2:.3f} s/step); "
+print(f"ptune:   {ours_pos:,.0f} positions/s (steps 3..{last['step']}, {secs / (last['step'] - 2):.3f} s/step); "
       f"{ours_tps:,.0f} tokens/s (exact); peak RSS {rss('ptune.rss'):,.0f} MiB")
 print(f"ratio:   {ours_pos / peer_pos:.2f}x positions/s, {rss('ptune.rss') / rss('peer.rss'):.2f}x RSS")
 PY

@@ -31,36 +31,38 @@ simd_dispatch!(scaled_softmax_row, (row: &[f32], scale: f32, dst: &mut [f32]), {
     }
 });
 
-/// The logits as one contiguous `[rows, classes]` buffer and the targets as row indices, or
-/// `None` (another dtype or rank, a target out of range) for the reference version.
-fn operands(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, Vec<usize>)> {
+/// The logits as one contiguous `[rows, classes]` buffer, the number of classes, and the
+/// targets as row indices, or `None` (another dtype or rank, no rows or classes, a target out
+/// of range) for the reference version.
+fn operands(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, usize, Vec<usize>)> {
     let x = contiguous_f32(logits)?;
     let shape = x.layout().shape();
-    if shape.num_dims() != 2 || targets.layout().shape().num_elements() != shape[0] {
+    if shape.num_dims() != 2 || shape[0] == 0 || shape[1] == 0 {
         return None;
     }
     let classes = shape[1];
-    let t = targets.to_contiguous();
-    let ids: Vec<i64> = match t.dtype() {
-        DType::I32 => t.storage::<i32>().iter().map(|&v| v as i64).collect(),
-        DType::I64 => t.storage::<i64>().to_vec(),
-        _ => return None,
-    };
-    if ids.iter().any(|&v| v < 0 || v as usize >= classes) {
+    if targets.layout().shape().num_elements() != shape[0] {
         return None;
     }
-    Some((x, ids.into_iter().map(|v| v as usize).collect()))
+    let t = targets.to_contiguous();
+    let index = |v: i64| usize::try_from(v).ok().filter(|&i| i < classes);
+    let ids: Option<Vec<usize>> = match t.dtype() {
+        DType::I32 => t
+            .storage::<i32>()
+            .iter()
+            .map(|&v| index(v as i64))
+            .collect(),
+        DType::I64 => t.storage::<i64>().iter().map(|&v| index(v)).collect(),
+        _ => None,
+    };
+    Some((x, classes, ids?))
 }
 
 /// The loss, shape `[1]`. Each row's term is summed in f64 in row order, so the value does
 /// not depend on how the rows were split over threads.
 pub(super) fn forward(logits: FlexTensor, targets: FlexTensor) -> Option<FlexTensor> {
-    let (x, ids) = operands(&logits, &targets)?;
-    let classes = x.layout().shape()[1];
+    let (x, classes, ids) = operands(&logits, &targets)?;
     let rows = ids.len();
-    if rows == 0 || classes == 0 {
-        return None;
-    }
     let data = x.storage::<f32>();
     let terms: Vec<f64> = data
         .par_chunks(classes)
@@ -85,16 +87,13 @@ pub(super) fn backward(
     targets: FlexTensor,
     grad: FlexTensor,
 ) -> Option<FlexTensor> {
-    let (x, ids) = operands(&logits, &targets)?;
+    let (x, classes, ids) = operands(&logits, &targets)?;
     let g = contiguous_f32(&grad)?;
     if g.layout().shape().num_elements() != 1 {
         return None;
     }
     let shape = x.layout().shape().clone();
-    let (rows, classes) = (shape[0], shape[1]);
-    if rows == 0 || classes == 0 {
-        return None;
-    }
+    let rows = ids.len();
     let scale = g.storage::<f32>()[0] / rows as f32;
     let data = x.storage::<f32>();
     let mut out = vec![0.0f32; rows * classes];
