@@ -5,7 +5,7 @@ use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{CHUNK, simd_dispatch};
+use super::simd::{CHUNK, owned_contiguous, simd_dispatch};
 
 /// Hyper-parameters of one `Kernels::adam_step`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,17 +48,6 @@ simd_dispatch!(adam_slice, (p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f3
         p[i] = p[i] * keep - step_size * mi / (vi.sqrt() * inv_sqrt_c2 + eps);
     }
 });
-
-/// `t` itself when it is a plain contiguous buffer (so it can be updated in place when no
-/// one else holds it), else a contiguous copy.
-fn owned_contiguous(t: FlexTensor) -> FlexTensor {
-    let full = t.layout().start_offset() == 0 && t.bytes().len() == t.layout().num_elements() * 4;
-    if t.is_contiguous() && full {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
 
 /// Whether [`step`] handles these tensors: all `f32` and of one shape. Checked before the
 /// tensors are handed over, so that they arrive unshared and can be updated in place.

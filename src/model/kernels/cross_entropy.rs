@@ -8,7 +8,7 @@ use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{CHUNK, contiguous_f32, exp, from_vec, lane_max, lane_sum, simd_dispatch};
+use super::simd::{CHUNK, exp, from_vec, lane_max, lane_sum, owned_contiguous, simd_dispatch};
 
 // `log Σ exp(row)` into `out`; `scratch` (the row's length) receives `exp(row − max)`.
 simd_dispatch!(log_sum_exp_row, (row: &[f32], scratch: &mut [f32], out: &mut f32), {
@@ -19,11 +19,11 @@ simd_dispatch!(log_sum_exp_row, (row: &[f32], scratch: &mut [f32], out: &mut f32
     *out = max + lane_sum(scratch).ln();
 });
 
-// `scale · softmax(row)` into `dst`.
-simd_dispatch!(scaled_softmax_row, (row: &[f32], scale: f32, dst: &mut [f32]), {
-    let max = lane_max(row);
-    for (d, &x) in dst.iter_mut().zip(row) {
-        *d = exp(x - max);
+// `scale · softmax(row)`, written over the row.
+simd_dispatch!(scaled_softmax_row, (dst: &mut [f32], scale: f32), {
+    let max = lane_max(dst);
+    for d in dst.iter_mut() {
+        *d = exp(*d - max);
     }
     let k = scale / lane_sum(dst);
     for d in dst.iter_mut() {
@@ -31,12 +31,13 @@ simd_dispatch!(scaled_softmax_row, (row: &[f32], scale: f32, dst: &mut [f32]), {
     }
 });
 
-/// The logits as one contiguous `[rows, classes]` buffer, the number of classes, and the
-/// targets as row indices, or `None` (another dtype or rank, no rows or classes, a target out
-/// of range) for the reference version.
-fn operands(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, usize, Vec<usize>)> {
-    let x = contiguous_f32(logits)?;
-    let shape = x.layout().shape();
+/// The number of classes and the targets as row indices, or `None` (another dtype or rank,
+/// no rows or classes, a target out of range) for the reference version.
+fn operands(logits: &FlexTensor, targets: &FlexTensor) -> Option<(usize, Vec<usize>)> {
+    if logits.dtype() != DType::F32 {
+        return None;
+    }
+    let shape = logits.layout().shape();
     if shape.num_dims() != 2 || shape[0] == 0 || shape[1] == 0 {
         return None;
     }
@@ -55,14 +56,15 @@ fn operands(logits: &FlexTensor, targets: &FlexTensor) -> Option<(FlexTensor, us
         DType::I64 => t.storage::<i64>().iter().map(|&v| index(v)).collect(),
         _ => None,
     };
-    Some((x, classes, ids?))
+    Some((classes, ids?))
 }
 
 /// The loss, shape `[1]`. Each row's term is summed in f64 in row order, so the value does
 /// not depend on how the rows were split over threads.
 pub(super) fn forward(logits: FlexTensor, targets: FlexTensor) -> Option<FlexTensor> {
-    let (x, classes, ids) = operands(&logits, &targets)?;
+    let (classes, ids) = operands(&logits, &targets)?;
     let rows = ids.len();
+    let x = logits.to_contiguous();
     let data = x.storage::<f32>();
     let terms: Vec<f64> = data
         .par_chunks(classes)
@@ -81,28 +83,30 @@ pub(super) fn forward(logits: FlexTensor, targets: FlexTensor) -> Option<FlexTen
     Some(from_vec(vec![loss as f32], [1].into()))
 }
 
-/// `grad / rows · (softmax(logits) − onehot(targets))`, `grad` the loss's gradient (`[1]`).
+/// `grad / rows · (softmax(logits) − onehot(targets))`, `grad` the loss's gradient (`[1]`),
+/// written over the logits when nobody else holds them (a vocabulary-sized buffer fewer);
+/// `Err(logits)` for the reference version.
 pub(super) fn backward(
     logits: FlexTensor,
-    targets: FlexTensor,
-    grad: FlexTensor,
-) -> Option<FlexTensor> {
-    let (x, classes, ids) = operands(&logits, &targets)?;
-    let g = contiguous_f32(&grad)?;
-    if g.layout().shape().num_elements() != 1 {
-        return None;
+    targets: &FlexTensor,
+    grad: &FlexTensor,
+) -> Result<FlexTensor, FlexTensor> {
+    let Some((classes, ids)) = operands(&logits, targets) else {
+        return Err(logits);
+    };
+    if grad.dtype() != DType::F32 || grad.layout().shape().num_elements() != 1 {
+        return Err(logits);
     }
-    let shape = x.layout().shape().clone();
     let rows = ids.len();
-    let scale = g.storage::<f32>()[0] / rows as f32;
-    let data = x.storage::<f32>();
-    let mut out = vec![0.0f32; rows * classes];
-    out.par_chunks_mut(classes)
-        .zip(data.par_chunks(classes).zip(ids.par_iter()))
+    let scale = grad.to_contiguous().storage::<f32>()[0] / rows as f32;
+    let mut out = owned_contiguous(logits);
+    out.storage_mut::<f32>()
+        .par_chunks_mut(classes)
+        .zip(ids.par_iter())
         .with_min_len(CHUNK / classes + 1)
-        .for_each(|(dst, (row, &t))| {
-            scaled_softmax_row(row, scale, dst);
+        .for_each(|(dst, &t)| {
+            scaled_softmax_row(dst, scale);
             dst[t] -= scale;
         });
-    Some(from_vec(out, shape))
+    Ok(out)
 }

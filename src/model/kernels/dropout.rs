@@ -4,10 +4,11 @@
 //! blocks of [`MASK_BLOCK`] elements, so the blocks can be made on any threads in any order
 //! and still give the same mask, and the backward pass regenerates it instead of storing it.
 
+use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{contiguous_f32, from_vec, simd_dispatch};
+use super::simd::{owned_contiguous, simd_dispatch};
 
 /// Elements per independently seeded block of a mask, so blocks can be generated in parallel
 /// and still give the same mask.
@@ -21,6 +22,16 @@ pub const MASK_BLOCK: usize = 1 << 14;
 /// [`STREAMS`] blocks step their streams together in vector registers (one stream at a time
 /// was 4% of a pretraining step); the unit test checks it against `SmallRng` itself.
 pub fn dropout_mask(seed: u64, prob: f64, start: usize, out: &mut [f32]) {
+    mask_into(seed, prob, start, out, false);
+}
+
+/// `out` (elements `start..` of a tensor) times the mask of [`dropout_mask`], in place.
+fn apply_mask(seed: u64, prob: f64, start: usize, out: &mut [f32]) {
+    mask_into(seed, prob, start, out, true);
+}
+
+/// The mask written over `out`, or (`multiply`) `out` times the mask.
+fn mask_into(seed: u64, prob: f64, start: usize, out: &mut [f32], multiply: bool) {
     debug_assert_eq!(start % MASK_BLOCK, 0);
     let keep = 1.0 - prob;
     // keep an element when a uniform u32 falls below keep * 2^32
@@ -36,7 +47,7 @@ pub fn dropout_mask(seed: u64, prob: f64, start: usize, out: &mut [f32]) {
         }
         let mut rng = Streams::new(seeds);
         if full {
-            fill_group(&mut rng, group, threshold, scale);
+            fill_group(&mut rng, group, threshold, scale, multiply);
         } else {
             // a short last group: the same streams, element by element
             let longest = group.iter().map(|b| b.len()).max().unwrap_or(0);
@@ -44,7 +55,8 @@ pub fn dropout_mask(seed: u64, prob: f64, start: usize, out: &mut [f32]) {
                 let r = rng.next_u32();
                 for (b, &r) in group.iter_mut().zip(&r) {
                     if let Some(v) = b.get_mut(i) {
-                        *v = if r < threshold { scale } else { 0.0 };
+                        let m = if r < threshold { scale } else { 0.0 };
+                        *v = if multiply { *v * m } else { m };
                     }
                 }
             }
@@ -104,7 +116,7 @@ impl Streams {
 /// Elements generated per stream before they are written out block by block.
 const RUN: usize = 64;
 
-simd_dispatch!(fill_group, (rng: &mut Streams, group: &mut [&mut [f32]], threshold: u32, scale: f32), {
+simd_dispatch!(fill_group, (rng: &mut Streams, group: &mut [&mut [f32]], threshold: u32, scale: f32, multiply: bool), {
     let mut run = [[0.0f32; STREAMS]; RUN];
     for i0 in (0..MASK_BLOCK).step_by(RUN) {
         for r in run.iter_mut() {
@@ -114,8 +126,15 @@ simd_dispatch!(fill_group, (rng: &mut Streams, group: &mut [&mut [f32]], thresho
             }
         }
         for (j, block) in group.iter_mut().enumerate() {
-            for (v, r) in block[i0..i0 + RUN].iter_mut().zip(&run) {
-                *v = r[j];
+            let block = &mut block[i0..i0 + RUN];
+            if multiply {
+                for (v, r) in block.iter_mut().zip(&run) {
+                    *v *= r[j];
+                }
+            } else {
+                for (v, r) in block.iter_mut().zip(&run) {
+                    *v = r[j];
+                }
             }
         }
     }
@@ -130,23 +149,20 @@ pub fn mix(a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `x` times the mask, [`STREAMS`] mask blocks per parallel task.
-pub(super) fn forward(x: FlexTensor, prob: f64, seed: u64) -> Option<FlexTensor> {
-    let x = contiguous_f32(&x)?;
-    let src = x.storage::<f32>();
-    let mut out = vec![0.0f32; src.len()];
+/// `x` times the mask, [`STREAMS`] mask blocks per parallel task, written over `x` when
+/// nobody else holds it; `Err(x)` for another dtype.
+pub(super) fn forward(x: FlexTensor, prob: f64, seed: u64) -> Result<FlexTensor, FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let mut out = owned_contiguous(x);
     // a task per group of blocks whose streams step together
     let task = MASK_BLOCK * STREAMS;
-    out.par_chunks_mut(task)
-        .zip(src.par_chunks(task))
+    out.storage_mut::<f32>()
+        .par_chunks_mut(task)
         .enumerate()
-        .for_each(|(i, (d, s))| {
-            dropout_mask(seed, prob, i * task, d);
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d *= s;
-            }
-        });
-    Some(from_vec(out, x.layout().shape().clone()))
+        .for_each(|(i, d)| apply_mask(seed, prob, i * task, d));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -155,6 +171,22 @@ mod tests {
     use rand::{RngCore, SeedableRng};
 
     use super::*;
+
+    /// Applying the mask in place gives the input times the mask, bit for bit, over full
+    /// groups of blocks and a short last one.
+    #[test]
+    fn applied_mask_is_the_input_times_the_mask() {
+        let len = MASK_BLOCK * 9 + 77;
+        let x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 * 0.01 - 3.0).collect();
+        let mut mask = vec![0.0f32; len];
+        dropout_mask(7, 0.1, MASK_BLOCK, &mut mask);
+        let mut y = x.clone();
+        apply_mask(7, 0.1, MASK_BLOCK, &mut y);
+        for i in 0..len {
+            assert_eq!(y[i].to_bits(), (x[i] * mask[i]).to_bits(), "element {i}");
+        }
+        assert!(mask.contains(&0.0) && y.iter().any(|&v| v != 0.0));
+    }
 
     /// The mask equals one `SmallRng` per block drawn one element at a time (what every
     /// earlier version did, so every run's dropout is unchanged), for full groups of blocks,

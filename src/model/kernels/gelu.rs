@@ -1,10 +1,11 @@
 //! Exact GELU, `x Φ(x)`, and its gradient on the CPU. burn-flex evaluates `erf` one scalar
 //! at a time (11% of a training step); this rational `erf` vectorises.
 
+use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{CHUNK, contiguous_f32, exp, from_vec, simd_dispatch};
+use super::simd::{CHUNK, contiguous_f32, exp, from_vec, owned_contiguous, simd_dispatch};
 
 /// `erf(z)` as `z P(z²) / Q(z²)` on `[-4, 4]` (and ±1 beyond, where erf is 1 to within
 /// 1.5e-8): a degree-5/5 rational fit made for this kernel by weighted least squares on
@@ -59,9 +60,10 @@ simd_dispatch!(gelu_slice, (src: &[f32], dst: &mut [f32]), {
     }
 });
 
-simd_dispatch!(gelu_grad_slice, (x: &[f32], g: &[f32], dst: &mut [f32]), {
-    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
-        *d = gelu_grad_one(x, g);
+// the gradient written over the incoming one
+simd_dispatch!(gelu_grad_slice, (x: &[f32], g: &mut [f32]), {
+    for (g, &x) in g.iter_mut().zip(x) {
+        *g = gelu_grad_one(x, *g);
     }
 });
 
@@ -75,15 +77,18 @@ pub(super) fn forward(x: FlexTensor) -> Option<FlexTensor> {
     Some(from_vec(out, x.layout().shape().clone()))
 }
 
-pub(super) fn backward(x: FlexTensor, grad: FlexTensor) -> Option<FlexTensor> {
-    let (x, g) = (contiguous_f32(&x)?, contiguous_f32(&grad)?);
-    if x.layout().shape() != g.layout().shape() {
-        return None;
+/// Written into `grad`'s buffer when nobody else holds it; `Err(grad)` for other dtypes or
+/// shapes.
+pub(super) fn backward(x: &FlexTensor, grad: FlexTensor) -> Result<FlexTensor, FlexTensor> {
+    let dtypes = x.dtype() == DType::F32 && grad.dtype() == DType::F32;
+    if !dtypes || x.layout().shape() != grad.layout().shape() {
+        return Err(grad);
     }
-    let (xs, gs) = (x.storage::<f32>(), g.storage::<f32>());
-    let mut out = vec![0.0f32; xs.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
-        .for_each(|(d, (x, g))| gelu_grad_slice(x, g, d));
-    Some(from_vec(out, x.layout().shape().clone()))
+    let x = x.to_contiguous();
+    let mut g = owned_contiguous(grad);
+    g.storage_mut::<f32>()
+        .par_chunks_mut(CHUNK)
+        .zip(x.storage::<f32>().par_chunks(CHUNK))
+        .for_each(|(g, x)| gelu_grad_slice(x, g));
+    Ok(g)
 }

@@ -159,18 +159,18 @@ impl Kernels for burn::backend::Flex {
     }
 
     fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        gelu::backward(x.clone(), grad.clone())
-            .unwrap_or_else(|| reference::gelu_exact_backward::<Self>(x, grad))
+        gelu::backward(&x, grad)
+            .unwrap_or_else(|grad| reference::gelu_exact_backward::<Self>(x, grad))
     }
 
     fn softmax_with_bias(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        softmax::forward(scores.clone(), bias.clone())
-            .unwrap_or_else(|| reference::softmax_with_bias::<Self>(scores, bias))
+        softmax::forward(scores, &bias)
+            .unwrap_or_else(|scores| reference::softmax_with_bias::<Self>(scores, bias))
     }
 
     fn softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        softmax::backward(y.clone(), grad.clone())
-            .unwrap_or_else(|| reference::softmax_backward::<Self>(y, grad))
+        softmax::backward(&y, grad)
+            .unwrap_or_else(|grad| reference::softmax_backward::<Self>(y, grad))
     }
 
     fn layer_norm_fused_backward(
@@ -199,8 +199,8 @@ impl Kernels for burn::backend::Flex {
     }
 
     fn dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self> {
-        dropout::forward(x.clone(), prob, seed)
-            .unwrap_or_else(|| reference::dropout::<Self>(x, prob, seed))
+        dropout::forward(x, prob, seed)
+            .unwrap_or_else(|x| reference::dropout::<Self>(x, prob, seed))
     }
 
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -221,8 +221,9 @@ impl Kernels for burn::backend::Flex {
         targets: IntTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        cross_entropy::backward(logits.clone(), targets.clone(), grad.clone())
-            .unwrap_or_else(|| reference::cross_entropy_backward::<Self>(logits, targets, grad))
+        cross_entropy::backward(logits, &targets, &grad).unwrap_or_else(|logits| {
+            reference::cross_entropy_backward::<Self>(logits, targets, grad)
+        })
     }
 
     fn linear_rows(

@@ -17,6 +17,19 @@ pub(super) fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
     (t.dtype() == DType::F32).then(|| t.to_contiguous())
 }
 
+/// `t` itself when it is one plain contiguous buffer (its result can then be written in
+/// place when no one else holds it: `storage_mut` copies a shared buffer first), else a
+/// contiguous copy. Kernels whose output has an input's shape write into it, which saves
+/// allocating, zero-filling and streaming a third buffer.
+pub(super) fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+    let full = t.layout().start_offset() == 0 && t.bytes().len() == t.layout().num_elements() * 4;
+    if t.is_contiguous() && full {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
 pub(super) fn from_vec(data: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
 }
@@ -87,6 +100,26 @@ pub(super) fn lane_sum(v: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ a·b` with [`lane_sum`]'s lanes and order: the same number as `lane_sum` of the rounded
+/// products, without a buffer for them.
+#[inline(always)]
+pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -2,15 +2,16 @@
 //! row with the padding bias added in, and the vectorisable `exp` (burn-flex's scalar `exp`
 //! was 7% of a training step).
 
+use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{CHUNK, contiguous_f32, exp, from_vec, lane_max, lane_sum, simd_dispatch};
+use super::simd::{CHUNK, exp, lane_dot, lane_max, lane_sum, owned_contiguous, simd_dispatch};
 
-// One softmax row of `scores + bias` written to `dst`.
-simd_dispatch!(softmax_row, (scores: &[f32], bias: &[f32], dst: &mut [f32]), {
-    for (d, (&s, &b)) in dst.iter_mut().zip(scores.iter().zip(bias)) {
-        *d = s + b;
+// One softmax row of `scores + bias`, written over the scores.
+simd_dispatch!(softmax_row, (dst: &mut [f32], bias: &[f32]), {
+    for (d, &b) in dst.iter_mut().zip(bias) {
+        *d += b;
     }
     let max = lane_max(dst);
     for d in dst.iter_mut() {
@@ -22,39 +23,38 @@ simd_dispatch!(softmax_row, (scores: &[f32], bias: &[f32], dst: &mut [f32]), {
     }
 });
 
-simd_dispatch!(softmax_grad_row, (y: &[f32], g: &[f32], dst: &mut [f32]), {
-    for ((d, &y), &g) in dst.iter_mut().zip(y).zip(g) {
-        *d = y * g;
-    }
-    let dot = lane_sum(dst);
-    for ((d, &y), &g) in dst.iter_mut().zip(y).zip(g) {
-        *d = y * (g - dot);
+// The gradient written over the incoming one `g`.
+simd_dispatch!(softmax_grad_row, (y: &[f32], g: &mut [f32]), {
+    let dot = lane_dot(y, g);
+    for (g, &y) in g.iter_mut().zip(y) {
+        *g = y * (*g - dot);
     }
 });
 
 /// `scores` `[b, h, q, n]`, `bias` `[b, 1, 1, n]` or `[1, 1, 1, n]` (one bias for the whole
-/// batch); other layouts go to the reference version.
-pub(super) fn forward(scores: FlexTensor, bias: FlexTensor) -> Option<FlexTensor> {
-    let s = contiguous_f32(&scores)?;
-    let b = contiguous_f32(&bias)?;
-    let shape = s.layout().shape().clone();
-    let bshape = b.layout().shape().clone();
-    if shape.num_dims() != 4
+/// batch), written over the scores when nobody else holds them; other layouts and dtypes:
+/// `Err(scores)`, for the reference version.
+pub(super) fn forward(scores: FlexTensor, bias: &FlexTensor) -> Result<FlexTensor, FlexTensor> {
+    let shape = scores.layout().shape().clone();
+    let bshape = bias.layout().shape().clone();
+    if scores.dtype() != DType::F32
+        || bias.dtype() != DType::F32
+        || shape.num_dims() != 4
         || bshape.num_dims() != 4
         || bshape[1] != 1
         || bshape[2] != 1
         || bshape[3] != shape[3]
+        || (bshape[0] != shape[0] && bshape[0] != 1)
     {
-        return None;
+        return Err(scores);
     }
-    if bshape[0] != shape[0] && bshape[0] != 1 {
-        return None;
-    }
+    let b = bias.to_contiguous();
     let (n, rows_per_batch) = (shape[3], shape[1] * shape[2]);
-    let (src, bias_data) = (s.storage::<f32>(), b.storage::<f32>());
-    let mut out = vec![0.0f32; src.len()];
+    let bias_data = b.storage::<f32>();
+    let mut out = owned_contiguous(scores);
     let rows_per_task = (CHUNK / n.max(1)).max(1);
-    out.par_chunks_mut(rows_per_task * n)
+    out.storage_mut::<f32>()
+        .par_chunks_mut(rows_per_task * n)
         .enumerate()
         .for_each(|(task, dst)| {
             let first_row = task * rows_per_task;
@@ -65,36 +65,31 @@ pub(super) fn forward(scores: FlexTensor, bias: FlexTensor) -> Option<FlexTensor
                 } else {
                     row / rows_per_batch
                 };
-                softmax_row(
-                    &src[row * n..(row + 1) * n],
-                    &bias_data[batch * n..(batch + 1) * n],
-                    d,
-                );
+                softmax_row(d, &bias_data[batch * n..(batch + 1) * n]);
             }
         });
-    Some(from_vec(out, shape))
+    Ok(out)
 }
 
 /// The gradient w.r.t. the softmax input from its output `y`: `y (g − Σ g y)` per row.
-pub(super) fn backward(y: FlexTensor, grad: FlexTensor) -> Option<FlexTensor> {
-    let (y, g) = (contiguous_f32(&y)?, contiguous_f32(&grad)?);
+/// Written into `grad`'s buffer when nobody else holds it; `Err(grad)` for other dtypes or
+/// shapes.
+pub(super) fn backward(y: &FlexTensor, grad: FlexTensor) -> Result<FlexTensor, FlexTensor> {
     let shape = y.layout().shape().clone();
-    if &shape != g.layout().shape() {
-        return None;
+    if y.dtype() != DType::F32 || grad.dtype() != DType::F32 || &shape != grad.layout().shape() {
+        return Err(grad);
     }
+    let y = y.to_contiguous();
     let n = shape[shape.num_dims() - 1].max(1);
-    let (ys, gs) = (y.storage::<f32>(), g.storage::<f32>());
-    let mut out = vec![0.0f32; ys.len()];
+    let mut g = owned_contiguous(grad);
     let rows_per_task = (CHUNK / n).max(1);
-    out.par_chunks_mut(rows_per_task * n)
-        .zip(
-            ys.par_chunks(rows_per_task * n)
-                .zip(gs.par_chunks(rows_per_task * n)),
-        )
-        .for_each(|(d, (y, g))| {
-            for ((d, y), g) in d.chunks_mut(n).zip(y.chunks(n)).zip(g.chunks(n)) {
-                softmax_grad_row(y, g, d);
+    g.storage_mut::<f32>()
+        .par_chunks_mut(rows_per_task * n)
+        .zip(y.storage::<f32>().par_chunks(rows_per_task * n))
+        .for_each(|(g, y)| {
+            for (g, y) in g.chunks_mut(n).zip(y.chunks(n)) {
+                softmax_grad_row(y, g);
             }
         });
-    Some(from_vec(out, shape))
+    Ok(g)
 }
