@@ -68,6 +68,9 @@ pub struct AdapterInfo {
     /// The class is read by a linear head (`head.*` tensors) instead of the label words.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub head: bool,
+    /// The head reads the `[CLS]` hidden state instead of the first `[MASK]`'s.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_on_cls: bool,
 }
 
 /// A trained task as stored in an adapter file: description and tensors.
@@ -182,6 +185,9 @@ impl Adapter {
             return Err(bad(format!(
                 "a {FORMAT} adapter cannot have deep prompts or a head (that is {FORMAT_V2})"
             )));
+        }
+        if info.head_on_cls && !info.head {
+            return Err(bad("metadata: head_on_cls needs head: true".into()));
         }
         let map = parse_safetensors(&bytes).map_err(bad)?;
         let vectors = match map.get("prompt_vectors") {
@@ -383,6 +389,7 @@ impl Adapter {
                 prompt,
                 deep,
                 head,
+                head_on_cls: self.info.head_on_cls,
             },
             template,
             verbalizer,

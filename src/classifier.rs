@@ -1,7 +1,7 @@
 //! The prompt-based classifier: a BERT masked LM, optionally a prompt encoder whose vectors
 //! replace the pseudo tokens' input embeddings, optionally deep prompts (per-layer prefix keys
-//! and values), and the class read at `[MASK]`: through the label words by the MLM head, or
-//! by a small linear head on the `[MASK]` hidden state.
+//! and values), and the class read at `[MASK]` through the label words by the MLM head, or by
+//! a small linear head on the `[MASK]` (or `[CLS]`) hidden state.
 
 use std::str::FromStr;
 
@@ -30,8 +30,12 @@ pub struct PromptClassifier<B: Backend> {
     /// Deep prompts: trainable keys and values in every layer (P-tuning v2).
     pub deep: Option<DeepPrompt<B>>,
     /// `Some`: classes are read by this linear layer `[hidden → classes]` at the first
-    /// `[MASK]`; `None`: by the MLM head through the label words.
+    /// `[MASK]` (or at `[CLS]`, see `head_on_cls`); `None`: by the MLM head through the label
+    /// words.
     pub head: Option<Linear<B>>,
+    /// The linear head reads the `[CLS]` hidden state (each row's first position) instead of
+    /// the first `[MASK]`'s.
+    pub head_on_cls: bool,
 }
 
 /// How a class is read at `[MASK]`.
@@ -43,6 +47,15 @@ pub enum Head {
     Mlm,
     /// A trainable linear layer on the `[MASK]` hidden state.
     Linear,
+    /// A trainable linear layer on the `[CLS]` hidden state (P-tuning v2's head for NLU).
+    Cls,
+}
+
+impl Head {
+    /// A trainable linear head (on `[MASK]` or `[CLS]`) rather than the label words.
+    pub fn is_linear(self) -> bool {
+        matches!(self, Head::Linear | Head::Cls)
+    }
 }
 
 impl FromStr for Head {
@@ -51,7 +64,10 @@ impl FromStr for Head {
         match s {
             "mlm" => Ok(Self::Mlm),
             "linear" => Ok(Self::Linear),
-            _ => Err(format!("unknown head \"{s}\" (expected mlm or linear)")),
+            "cls" => Ok(Self::Cls),
+            _ => Err(format!(
+                "unknown head \"{s}\" (expected mlm, linear or cls)"
+            )),
         }
     }
 }
@@ -75,6 +91,18 @@ impl<B: Backend> PromptClassifier<B> {
             prompt,
             deep: None,
             head: None,
+            head_on_cls: false,
+        }
+    }
+
+    /// The flat positions a linear head reads, one per row: the first `[MASK]`, or `[CLS]`.
+    fn head_rows(&self, batch: &Batch) -> Vec<u32> {
+        if self.head_on_cls {
+            (0..batch.batch_size)
+                .map(|i| (i * batch.seq_len) as u32)
+                .collect()
+        } else {
+            first_mask_rows(batch)
         }
     }
 
@@ -165,7 +193,7 @@ impl<B: Kernels> PromptClassifier<B> {
         device: &B::Device,
     ) -> Tensor<B, 1> {
         if let Some(head) = &self.head {
-            let rows = first_mask_rows(batch);
+            let rows = self.head_rows(batch);
             let hidden = self
                 .hidden(batch, dropout_seed, device)
                 .select(0, int_tensor::<B, 1>(&rows, [rows.len()], device));
@@ -195,7 +223,7 @@ impl<B: Kernels> PromptClassifier<B> {
         device: &B::Device,
     ) -> Vec<Vec<f32>> {
         if let Some(head) = &self.head {
-            let rows = first_mask_rows(batch);
+            let rows = self.head_rows(batch);
             let data = to_host(head.forward(self.hidden_rows(batch, &rows, device))).data;
             let c = data.len() / batch.batch_size.max(1);
             return data.chunks(c.max(1)).map(|r| r.to_vec()).collect();

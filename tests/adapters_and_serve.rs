@@ -579,6 +579,7 @@ fn adapter_size_at_bert_base_width() {
             num_layers: 0,
             num_heads: 0,
             head: false,
+            head_on_cls: false,
         },
         vectors: (0..8 * 768).map(|i| i as f32 * 0.001).collect(),
         prefix: Vec::new(),

@@ -258,6 +258,70 @@ fn deep_prompts_start_from_a_text() {
     assert!(from_text.iter().all(|l| l.is_finite()));
 }
 
+/// `--head cls` reads the class at `[CLS]`: it trains its own run (not the `[MASK]` head's
+/// numbers), its adapter says so, and `predict` with that adapter reproduces the run's own
+/// test accuracy at its best valid epoch.
+#[test]
+fn cls_head_trains_exports_and_predicts_the_runs_test_accuracy() {
+    let data = small_data(200, 30);
+    let run = |head: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let extra = ["--head", head, "--prefix-init", "random"];
+        let o = run_owned(&v2_args(data.path(), out.path(), &extra));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let (cls, mask) = (run("cls"), run("linear"));
+    assert_ne!(
+        metrics(cls.path()),
+        metrics(mask.path()),
+        "[CLS] vs [MASK] head"
+    );
+    let adapter = cls.path().join("cls.adapter");
+    let o = ptune(&[
+        "export",
+        "--run",
+        cls.path().to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = ptune::adapter::Adapter::read(&adapter).unwrap();
+    assert!(read.info.head && read.info.head_on_cls, "{:?}", read.info);
+    // the run's test split, scored by predict through the adapter
+    let test = fs::read_to_string(data.path().join("test.tsv")).unwrap();
+    let (texts, labels): (Vec<&str>, Vec<&str>) =
+        test.lines().map(|l| l.split_once('\t').unwrap()).unzip();
+    let mut args = vec![
+        "predict",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ];
+    args.extend(&texts);
+    let o = ptune(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    let right = said
+        .lines()
+        .zip(&labels)
+        .filter(|(l, want)| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            row["label"].as_str() == Some(**want)
+        })
+        .count();
+    let summary: Value =
+        serde_json::from_str(&fs::read_to_string(cls.path().join("summary.json")).unwrap())
+            .unwrap();
+    let acc = summary["test_at_best_valid"].as_f64().unwrap();
+    assert!(
+        (right as f64 / labels.len() as f64 - acc).abs() < 1e-9,
+        "predict {right}/{} vs the run's test {acc}",
+        labels.len()
+    );
+}
+
 /// A valid deep-prompt adapter for zh-mini, then variants of it that must be refused.
 #[test]
 fn deep_prompt_adapters_are_checked_against_the_backbone() {
@@ -282,6 +346,7 @@ fn deep_prompt_adapters_are_checked_against_the_backbone() {
             num_layers: 4,
             num_heads: 4,
             head: false,
+            head_on_cls: false,
         },
         vectors: Vec::new(),
         prefix: (0..3 * 2048)

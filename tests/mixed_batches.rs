@@ -1,6 +1,6 @@
 //! The server's mixed-task batches: rows of different adapters (P-tuning vectors, deep-prompt
-//! prefixes of different lengths, a linear head, a two-token manual template) in one forward
-//! pass give what each task gives alone.
+//! prefixes of different lengths, a linear head on `[MASK]` and the same head on `[CLS]`, a
+//! two-token manual template) in one forward pass give what each task gives alone.
 
 mod common;
 
@@ -36,6 +36,7 @@ fn info(
         num_layers: if prefix_len > 0 { 4 } else { 0 },
         num_heads: if prefix_len > 0 { 4 } else { 0 },
         head,
+        head_on_cls: false,
     }
 }
 
@@ -72,6 +73,16 @@ fn mixed_task_batches_equal_single_task_scoring() {
         },
         Adapter {
             info: info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true),
+            vectors: values(2 * 256, 3, 0.05),
+            prefix: values(3 * 2048, 4, 1.0),
+            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+        },
+        // the same prompts and head, read at [CLS]: the next check sees it differ
+        Adapter {
+            info: AdapterInfo {
+                head_on_cls: true,
+                ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
+            },
             vectors: values(2 * 256, 3, 0.05),
             prefix: values(3 * 2048, 4, 1.0),
             head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),

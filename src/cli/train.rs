@@ -120,7 +120,8 @@ pub struct RunArgs {
     /// frozen LM's own keys and values of that text's tokens, repeated to --prefix-len).
     #[arg(long)]
     pub prefix_init: Option<PrefixInit>,
-    /// How the class is read at [MASK]: mlm (label words) or linear (a trainable head).
+    /// How the class is read: mlm (the label words at [MASK]), linear (a trainable head on the
+    /// [MASK] hidden state) or cls (a trainable head on the [CLS] hidden state).
     #[arg(long)]
     pub head: Option<Head>,
     /// Few-shot set: the first fraction of the train split.
@@ -212,7 +213,7 @@ impl RunArgs {
         }
         if self.head_lr.is_some() {
             c.head_lr = self.head_lr;
-        } else if c.head != Head::Linear {
+        } else if !c.head.is_linear() {
             // a recipe's head lr belongs to its linear head: asking for another head drops it
             c.head_lr = None;
         }

@@ -150,9 +150,14 @@ impl<B: Kernels> MixedTasks<B> {
         for (i, (t, e)) in rows.iter().enumerate() {
             let row = i * l;
             let last = *e.mask_positions.last().expect("templates have a [MASK]");
-            batch
-                .mask_positions
-                .extend((0..k).map(|s| row + e.mask_positions.get(s).copied().unwrap_or(last)));
+            if self.tasks[*t].classifier.head_on_cls {
+                // a [CLS] head reads the row's first position only
+                batch.mask_positions.extend((0..k).map(|_| row));
+            } else {
+                batch
+                    .mask_positions
+                    .extend((0..k).map(|s| row + e.mask_positions.get(s).copied().unwrap_or(last)));
+            }
             if self.tasks[*t].classifier.prompt.is_some() {
                 let start = self.vector_start[*t];
                 pseudo.extend(
@@ -243,7 +248,7 @@ impl<B: Kernels> MixedTasks<B> {
                     .collect();
             }
         }
-        // linear-head rows: each task's head on its rows' first [MASK]
+        // linear-head rows: each task's head on its rows' first [MASK] (or [CLS])
         for (t, task) in self.tasks.iter().enumerate() {
             let Some(head) = &task.classifier.head else {
                 continue;

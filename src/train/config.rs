@@ -309,12 +309,14 @@ impl TrainConfig {
                 );
             }
         }
-        if self.method == Method::Zeroshot && self.head == Head::Linear {
+        if self.method == Method::Zeroshot && self.head.is_linear() {
             return bad("zeroshot cannot use a linear head (it would be untrained)".into());
         }
         if let Some(lr) = self.head_lr {
-            if self.head != Head::Linear {
-                return bad("`head_lr` applies to a linear head only (head = \"linear\")".into());
+            if !self.head.is_linear() {
+                return bad(
+                    "`head_lr` applies to a linear head only (head = \"linear\" or \"cls\")".into(),
+                );
             }
             if !(lr > 0.0 && lr.is_finite()) {
                 return bad(format!("`head_lr` must be a positive number, got {lr}"));

@@ -89,7 +89,7 @@ pub fn export_run<B: Backend>(
     } else {
         Vec::new()
     };
-    let head = if config.head == Head::Linear {
+    let head = if config.head.is_linear() {
         let path = best(best_files::HEAD)?;
         let map = crate::model::tensors::read_safetensors(&path)?;
         let t = |k: &str| {
@@ -125,6 +125,7 @@ pub fn export_run<B: Backend>(
             num_layers,
             num_heads,
             head: head.is_some(),
+            head_on_cls: head.is_some() && config.head == Head::Cls,
         },
         vectors,
         prefix,

@@ -7,7 +7,6 @@ use rand::seq::SliceRandom;
 
 use super::config::TrainConfig;
 use super::prepare::Prepared;
-use crate::classifier::Head;
 use crate::data::Batch;
 
 /// Draws one epoch's batches. Its one random stream, seeded per epoch, gives the shuffles
@@ -56,7 +55,7 @@ impl<'a> Sampler<'a> {
             );
         }
         batch.set_label_targets(&p.verbalizer.word_ids);
-        if c.head == Head::Linear {
+        if c.head.is_linear() {
             // the head's loss is over classes; MLM augmentation only corrupts the input
             batch.keep_label_targets_only();
         }

@@ -118,6 +118,7 @@ fn with_trained_parts<B: Backend>(
         mut prompt,
         mut deep,
         mut head,
+        head_on_cls,
     } = model;
     if let Some(p) = &prompt {
         let (path, map) = tensors(Part::Prompt)?;
@@ -145,6 +146,7 @@ fn with_trained_parts<B: Backend>(
         prompt,
         deep,
         head,
+        head_on_cls,
     })
 }
 

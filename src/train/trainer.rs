@@ -150,7 +150,7 @@ fn init_model<B: TrainBackend>(
                 .expect("the LM's own activations have the prefix shape")
         }
     });
-    let head = (c.head == Head::Linear).then(|| {
+    let head = c.head.is_linear().then(|| {
         linear_head_init(
             lm.hidden_size(),
             prepared.verbalizer.n_classes(),
@@ -164,6 +164,7 @@ fn init_model<B: TrainBackend>(
         prompt,
         deep,
         head,
+        head_on_cls: c.head == Head::Cls,
     }
 }
 

@@ -89,6 +89,7 @@ pub fn zero_shot_adapter(dir: &Path, max_len: usize) -> PathBuf {
             num_layers: 0,
             num_heads: 0,
             head: false,
+            head_on_cls: false,
         },
         vectors: Vec::new(),
         prefix: Vec::new(),
