@@ -13,14 +13,15 @@
 #   2. MLM pretraining on CUDA, continuing zh-mini on the corpus shard, for PRETRAIN_MIN minutes;
 #      the model comes back as f16 safetensors shards of ≤ 15 MiB;
 #   3. eval / P-tuning / fine-tuning speed at the zh-mini and BERT-base shapes, ptune and PyTorch
-#      eager on the same GPU (f32 both sides; PyTorch bf16 autocast also listed);
+#      eager on the same GPU (f32 both sides; at the BERT-base shape also bf16 on both sides:
+#      ptune --precision bf16 against PyTorch bf16 autocast);
 #   4. the full published P-tuning recipe (20 epochs × 50 passes) at the BERT-base shape, wall time
 #      (cut at RECIPE_SEC).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu}
-PRETRAIN_MIN=${PRETRAIN_MIN:-3}
-RECIPE_SEC=${RECIPE_SEC:-90}
+PRETRAIN_MIN=${PRETRAIN_MIN:-2}
+RECIPE_SEC=${RECIPE_SEC:-45}
 # run directories live outside $OUT: only gpu.log, results.jsonl, pre-metrics.jsonl and the
 # model (config, index, two shards) come back — at most 8 files
 WORK=${WORK:-/tmp/ptune-gpu-work}
@@ -78,6 +79,9 @@ step "3c. ptune bench, BERT-base shape, CUDA"
 timeout 150 $BIN bench --device cuda --model $B --what eval,ptune,finetune --rows 2000 --steps 30 | tee -a "$R"
 step "3d. PyTorch, BERT-base shape, CUDA"
 timeout 90 python3 bench/torch_gpu_bench.py --model $B --data $D --rows 2000 --steps 30 | tee -a "$R"
+step "3e. bf16 at the BERT-base shape: ptune --precision bf16, PyTorch bf16 autocast"
+timeout 110 $BIN bench --device cuda --precision bf16 --model $B --what eval,ptune,finetune --rows 1000 --steps 20 | tee -a "$R"
+timeout 60 python3 bench/torch_gpu_bench.py --model $B --data $D --rows 1000 --steps 20 --dtype bf16 | tee -a "$R"
 nvidia-smi --query-gpu=memory.used --format=csv
 
 step "4. the published P-tuning recipe (20 x 50 passes) at the BERT-base shape, ≤ ${RECIPE_SEC}s"

@@ -5,6 +5,7 @@
 use clap::Args;
 
 use ptune::error::{Error, Result};
+use ptune::model::kernels::{Precision, set_matmul_precision};
 
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
@@ -16,6 +17,12 @@ pub struct BackendArgs {
     /// CPU threads for tensor kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Precision of the matrix products: f32, or bf16 (mixed precision: bf16 operands and
+    /// results with f32 accumulation; LayerNorm, softmax, GELU, the loss, the weights and the
+    /// optimizer state stay f32). Meant for GPUs; on the CPU bf16 is emulated exactly and is
+    /// slower than f32 (it is there to measure what bf16 does to accuracy).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// A compute device, as `--device` names it.
@@ -76,8 +83,9 @@ impl BackendArgs {
             .max(1)
     }
 
-    /// Sizes the CPU thread pool as `--threads` asks.
-    fn init_threads(&self) {
+    /// Sizes the CPU thread pool as `--threads` asks, and sets the products' precision.
+    fn init(&self) {
+        set_matmul_precision(self.precision);
         if let Some(n) = self.threads {
             // Fails only if the pool was already built; the first setting then stays.
             let _ = rayon::ThreadPoolBuilder::new()
@@ -104,7 +112,7 @@ pub trait InferJob {
 }
 
 pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
-    args.init_threads();
+    args.init();
     match args.device()? {
         Device::Cpu => job.run::<ptune::CpuTrain>(Default::default()),
         Device::Cuda(index) => gpu_guarded(&args.device, || run_cuda(job, index)),
@@ -113,7 +121,7 @@ pub fn run_job<J: Job>(args: &BackendArgs, job: J) -> Result<J::Output> {
 }
 
 pub fn run_infer_job<J: InferJob>(args: &BackendArgs, job: J) -> Result<J::Output> {
-    args.init_threads();
+    args.init();
     match args.device()? {
         Device::Cpu => job.run::<ptune::Cpu>(Default::default()),
         Device::Cuda(index) => gpu_guarded(&args.device, || run_cuda_infer(job, index)),

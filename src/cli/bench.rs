@@ -104,7 +104,9 @@ impl Job for Bench {
                         tokenizer.pad_id,
                         &device,
                     );
-                    println!("{}", serde_json::to_string(&t).expect("json"));
+                    let mut line = serde_json::to_value(&t).expect("json");
+                    line["precision"] = a.backend.precision.to_string().into();
+                    println!("{line}");
                 }
                 What::Ptune | What::Finetune => {
                     let method = if what == What::Ptune {
@@ -150,6 +152,7 @@ impl Job for Bench {
                         "steps": s.steps,
                         "seconds": s.train_seconds,
                         "examples_per_s": s.examples_per_s,
+                        "precision": a.backend.precision.to_string(),
                     });
                     println!("{line}");
                 }

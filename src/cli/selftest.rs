@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
+use ptune::model::kernels::Precision;
 use ptune::selftest::{Check, STEP_REFERENCE, StepResult, compare_step, logits, train_step};
 
 use super::{BackendArgs, Job, run_job};
@@ -42,6 +43,12 @@ impl Job for SelfTest {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.backend.precision != Precision::F32 {
+        return Err(Error::invalid(format!(
+            "selftest checks the f32 path against its f32 reference values; run it without --precision {}",
+            args.backend.precision
+        )));
+    }
     let model = super::open_model(&super::model_or_default(&args.model)?)?;
     let t0 = std::time::Instant::now();
     let checks = run_job(&args.backend, SelfTest(model, args.write_reference.clone()))?;

@@ -28,6 +28,7 @@ mod gelu;
 mod layer_norm;
 mod matmul;
 mod merge_heads;
+mod precision;
 pub mod reference;
 mod simd;
 mod softmax;
@@ -36,11 +37,13 @@ mod tests;
 
 use burn::nn::Linear;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn_flex::FlexTensor;
 
 pub use adam::AdamStep;
 pub use dropout::{MASK_BLOCK, dropout_mask, mix};
+pub use precision::{Precision, matmul_precision, set_matmul_precision};
 
 /// A burn backend with ptune's fused kernels.
 pub trait Kernels: Backend {
@@ -208,6 +211,9 @@ impl Kernels for burn::backend::Flex {
     }
 
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        if matmul_precision() == Precision::Bf16 {
+            return bf16_product(&lhs, &rhs).unwrap_or_else(|| reference::matmul::<Self>(lhs, rhs));
+        }
         matmul::matmul(&lhs, &rhs).unwrap_or_else(|| reference::matmul::<Self>(lhs, rhs))
     }
 
@@ -231,9 +237,28 @@ impl Kernels for burn::backend::Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        if matmul_precision() == Precision::Bf16 {
+            // the rounded product, then the bias in f32, as the reference adds it
+            return match bf16_product(&x, &weight) {
+                Some(y) => {
+                    let out = bias.layout().shape().num_elements();
+                    Self::float_add(y, Self::float_reshape(bias, [1, out].into()))
+                }
+                None => reference::linear::<Self>(x, weight, bias),
+            };
+        }
         matmul::linear(&x, &weight, &bias)
             .unwrap_or_else(|| reference::linear::<Self>(x, weight, bias))
     }
+}
+
+/// `lhs · rhs` in emulated bf16 (see `precision.rs`): the operands rounded to bfloat16, the
+/// f32 product rounded to bfloat16; `None` for what [`matmul::matmul`] does not take.
+fn bf16_product(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
+    let (a, b) = (precision::rounded(lhs)?, precision::rounded(rhs)?);
+    let mut y = matmul::matmul(&a, &b)?;
+    precision::round_slice(y.storage_mut::<f32>());
+    Some(y)
 }
 
 /// A backend for training: autodiff with the kernels, over an inner backend with them.

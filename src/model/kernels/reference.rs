@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Shape, TensorData, TensorMetadata};
+use burn::tensor::{FloatDType, Shape, TensorData, TensorMetadata};
 
 use super::adam::AdamStep;
 use super::dropout::dropout_mask;
@@ -190,6 +190,12 @@ pub fn cross_entropy_backward<B: Backend>(
 
 /// `lhs [..., m, k] · rhs [..., k, n]`: burn's own matmul (which also broadcasts batch dims).
 pub fn matmul<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> FloatTensor<B> {
+    if super::matmul_precision() == super::Precision::Bf16 {
+        // bf16 tensors: the backend multiplies them with f32 accumulation (tensor cores on
+        // a GPU) and returns bf16
+        let bf16 = |t| B::float_cast(t, FloatDType::BF16);
+        return B::float_cast(B::float_matmul(bf16(lhs), bf16(rhs)), FloatDType::F32);
+    }
     B::float_matmul(lhs, rhs)
 }
 
@@ -201,7 +207,7 @@ pub fn linear<B: Backend>(
 ) -> FloatTensor<B> {
     let out = bias.shape()[0];
     B::float_add(
-        B::float_matmul(x, weight),
+        matmul::<B>(x, weight),
         B::float_reshape(bias, Shape::new([1, out])),
     )
 }
