@@ -75,4 +75,22 @@ fn selftest_passes_on_wgpu() {
 fn a_missing_wgpu_device_is_one_line() {
     let o = ptune_vk(&["selftest", "--device", "wgpu:7"]);
     assert_clean_error(&o, &["--device wgpu:7: no such device"]);
+    // lavapipe has no bf16: `--precision bf16` says so in one line
+    let out = tempfile::tempdir().unwrap();
+    let o = ptune_vk(&[
+        "train",
+        "--method",
+        "zeroshot",
+        "--device",
+        "wgpu",
+        "--precision",
+        "bf16",
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_clean_error(
+        &o,
+        &["cannot compute with bf16 tensors; run with --precision f32"],
+    );
 }

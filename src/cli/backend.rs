@@ -171,7 +171,8 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The error for a GPU job that panicked with `msg`: out of memory names the batch sizes to
-/// lower; a missing device or driver says so; anything else gives the runtime's first line.
+/// lower; a missing device or driver says so, and so does a device without bf16 for
+/// `--precision bf16`; anything else gives the runtime's first line.
 fn gpu_failure(device: &str, msg: &str) -> Error {
     let lower = msg.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
@@ -195,6 +196,11 @@ fn gpu_failure(device: &str, msg: &str) -> Error {
         "device found",
     ]) {
         Error::invalid(format!("--device {device}: no such device ({first_line})"))
+    } else if lower.contains("bf16") && has(&["not supported", "unsupported", "unavailable"]) {
+        Error::invalid(format!(
+            "--device {device}: this device cannot compute with bf16 tensors; run with \
+             --precision f32 ({first_line})"
+        ))
     } else if has(&["cuda_error_no_device", "libcuda", "cuinit", "no cuda"]) {
         Error::invalid(format!(
             "--device {device}: no CUDA driver or GPU found ({first_line})"
@@ -296,6 +302,14 @@ mod tests {
         assert_eq!(
             e,
             "--device cuda:7: no such device (invalid device ordinal)"
+        );
+        // what burn's wgpu backend says on Mesa's software Vulkan for bf16 products
+        let bf16 = "called `Result::unwrap()` on an `Err` value: Unable to launch matmul because \
+                    a required feature is unavailable: Types lhs=Scalar(Float(BF16)) not supported.";
+        let e = gpu_failure("wgpu", bf16).to_string();
+        assert!(
+            e.starts_with("--device wgpu: this device cannot compute with bf16 tensors; run with --precision f32 ("),
+            "{e}"
         );
         let e = gpu_failure("wgpu", "shader compilation failed: x").to_string();
         assert_eq!(
