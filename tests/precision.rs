@@ -137,30 +137,15 @@ fn precision_flag_trains_in_bf16_and_is_checked() {
     let data = small_data(120, 30);
     let run = |precision: &str| {
         let out = tempfile::tempdir().unwrap();
-        let o = ptune(&[
-            "train",
+        let extra = [
             "--method",
             "finetune",
-            "--data",
-            data.path().to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "--quiet",
-            "--shots",
-            "8",
-            "--max-len",
-            "48",
-            "--batch-size",
-            "8",
-            "--passes",
-            "1",
             "--epochs",
-            "2",
-            "--threads",
             "2",
             "--precision",
             precision,
-        ]);
+        ];
+        let o = run_owned(&train_args(data.path(), out.path(), &extra));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         metrics(out.path())
     };
