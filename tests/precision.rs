@@ -147,9 +147,9 @@ fn precision_flag_trains_in_bf16_and_is_checked() {
         ];
         let o = run_owned(&train_args(data.path(), out.path(), &extra));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        metrics(out.path())
+        (metrics(out.path()), out)
     };
-    let (f32_run, bf16_run) = (run("f32"), run("bf16"));
+    let ((f32_run, _), (bf16_run, bf16_dir)) = (run("f32"), run("bf16"));
     assert_ne!(f32_run, bf16_run, "bf16 must change the numbers");
     for (a, b) in f32_run.iter().zip(&bf16_run) {
         let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
@@ -158,6 +158,13 @@ fn precision_flag_trains_in_bf16_and_is_checked() {
             "{x} vs {y}"
         );
     }
+    // a bf16 run is not resumed in f32
+    let extra = ["--method", "finetune", "--epochs", "2", "--resume"];
+    let o = run_owned(&train_args(data.path(), bf16_dir.path(), &extra));
+    assert_clean_error(
+        &o,
+        &["run.json", "the precision (bf16 then, --precision f32 now)"],
+    );
     let o = ptune(&["train", "--precision", "fp8"]);
     assert_eq!(o.status.code(), Some(2));
     let said = String::from_utf8_lossy(&o.stderr);

@@ -219,6 +219,7 @@ pub fn run(args: Args) -> Result<()> {
             DTypeArg::Bf16 => StorageDType::Bf16,
         },
         shard_mib: args.shard_mib,
+        precision: args.backend.precision.to_string(),
     };
     let cache_dir = args.cache_dir.clone().unwrap_or_else(|| {
         args.out

@@ -69,6 +69,14 @@ pub struct PretrainConfig {
     pub dtype: StorageDType,
     /// Shard size of the written model in MiB (0: one file).
     pub shard_mib: usize,
+    /// Precision of the matrix products, `f32` or `bf16` (see `--precision`); runs from before
+    /// it was recorded: `f32`.
+    #[serde(default = "f32_name")]
+    pub precision: String,
+}
+
+fn f32_name() -> String {
+    crate::model::kernels::Precision::F32.to_string()
 }
 
 impl PretrainConfig {

@@ -1,6 +1,7 @@
 //! `run.json` of a run directory: what the run was made from — the backbone (directory and
-//! fingerprint) and the data splits (SHA-256 of each file). `--resume` refuses a run whose
-//! backbone or data changed since it started; `export` takes the backbone from it.
+//! fingerprint), the data splits (SHA-256 of each file) and the precision of the matrix
+//! products. `--resume` refuses a run whose backbone, data or precision changed since it
+//! started; `export` takes the backbone from it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::prepare::DataFiles;
 use crate::error::{Error, Result, read_file, write_atomic};
+use crate::model::kernels::{Precision, matmul_precision};
 
 /// File name of the run description inside the run directory.
 pub const FILE: &str = "run.json";
@@ -22,6 +24,14 @@ pub struct RunInfo {
     pub backbone: String,
     /// SHA-256 of train, valid and test files.
     pub data: [String; 3],
+    /// Precision of the matrix products (`f32` or `bf16`; runs from before it was recorded:
+    /// `f32`, the only one there was).
+    #[serde(default = "f32_name")]
+    pub precision: String,
+}
+
+fn f32_name() -> String {
+    Precision::F32.to_string()
 }
 
 fn file_sha256(path: &Path) -> Result<String> {
@@ -33,8 +43,8 @@ fn file_sha256(path: &Path) -> Result<String> {
 
 impl RunInfo {
     /// Describes a run of `model` (fingerprint `backbone`) on `data`, hashing the three split files
-    /// (the directory canonicalised when it can be). Fails with `Error::Io` when a split cannot
-    /// be read.
+    /// (the directory canonicalised when it can be), at the products' current precision. Fails
+    /// with `Error::Io` when a split cannot be read.
     pub fn new(model: &Path, backbone: String, data: &DataFiles) -> Result<Self> {
         Ok(RunInfo {
             model: std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf()),
@@ -44,6 +54,7 @@ impl RunInfo {
                 file_sha256(&data.valid)?,
                 file_sha256(&data.test)?,
             ],
+            precision: matmul_precision().to_string(),
         })
     }
 
@@ -77,6 +88,12 @@ impl RunInfo {
             if self.data[i] != now.data[i] {
                 changed.push(format!("the {name} split"));
             }
+        }
+        if self.precision != now.precision {
+            changed.push(format!(
+                "the precision ({} then, --precision {} now)",
+                self.precision, now.precision
+            ));
         }
         if changed.is_empty() {
             return Ok(());
