@@ -238,14 +238,10 @@ impl Kernels for burn::backend::Flex {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         if matmul_precision() == Precision::Bf16 {
-            // the rounded product, then the bias in f32, as the reference adds it
-            return match bf16_product(&x, &weight) {
-                Some(y) => {
-                    let out = bias.layout().shape().num_elements();
-                    Self::float_add(y, Self::float_reshape(bias, [1, out].into()))
-                }
-                None => reference::linear::<Self>(x, weight, bias),
-            };
+            // the bf16 product, then the bias in f32, as the reference adds it
+            let out = bias.layout().shape().num_elements();
+            let y = Self::matmul(x, weight);
+            return Self::float_add(y, Self::float_reshape(bias, [1, out].into()));
         }
         matmul::linear(&x, &weight, &bias)
             .unwrap_or_else(|| reference::linear::<Self>(x, weight, bias))

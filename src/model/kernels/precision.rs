@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::simd::{CHUNK, from_vec};
+use super::simd::{CHUNK, owned_contiguous};
 
 /// Precision of the matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,15 +83,17 @@ pub(super) fn round_slice(data: &mut [f32]) {
     });
 }
 
-/// A contiguous f32 copy of `t` rounded to bfloat16 (`None` for other dtypes).
+/// A contiguous f32 copy of `t` rounded to bfloat16, made with one copy (`None` for other
+/// dtypes).
 pub(super) fn rounded(t: &FlexTensor) -> Option<FlexTensor> {
     if t.dtype() != burn::tensor::DType::F32 {
         return None;
     }
-    let c = t.to_contiguous();
-    let mut data = c.storage::<f32>().to_vec();
-    round_slice(&mut data);
-    Some(from_vec(data, c.layout().shape().clone()))
+    // a strided view becomes a fresh buffer here; a contiguous one is shared with `t`, so
+    // `storage_mut` copies it before the rounding writes
+    let mut c = owned_contiguous(t.clone());
+    round_slice(c.storage_mut::<f32>());
+    Some(c)
 }
 
 #[cfg(test)]
