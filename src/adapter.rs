@@ -84,6 +84,10 @@ pub struct Adapter {
     pub prefix: Vec<f32>,
     /// Linear head: weight `[classes, hidden]` and bias `[classes]`.
     pub head: Option<(Vec<f32>, Vec<f32>)>,
+    /// `[classes]`: added to the label words' class scores (a calibrated zero-shot run, see
+    /// [`prior_bias`](crate::classifier::prior_bias)); a
+    /// [`FORMAT_V2`] tensor `class_bias`.
+    pub class_bias: Option<Vec<f32>>,
 }
 
 /// SHA-256 over the architecture-relevant config, the vocabulary file and every weight (HF
@@ -148,12 +152,17 @@ impl Adapter {
             tensors.push(("head.weight".to_string(), &ws[..], &w[..]));
             tensors.push(("head.bias".to_string(), &bs[..], &b[..]));
         }
+        let bias_shape = self.class_bias.as_ref().map(|b| [b.len()]);
+        if let (Some(b), Some(shape)) = (&self.class_bias, &bias_shape) {
+            tensors.push(("class_bias".to_string(), &shape[..], &b[..]));
+        }
         write_atomic(path, &safetensors_bytes_as(tensors, dtype, Some(meta)))
     }
 
-    /// The format name this adapter's content calls for.
-    pub fn format_for(prefix_len: usize, head: bool) -> &'static str {
-        if prefix_len > 0 || head {
+    /// The format name this adapter's content calls for: deep prompts, a linear head or a
+    /// class bias need [`FORMAT_V2`].
+    pub fn format_for(prefix_len: usize, head: bool, class_bias: bool) -> &'static str {
+        if prefix_len > 0 || head || class_bias {
             FORMAT_V2
         } else {
             FORMAT
@@ -242,10 +251,31 @@ impl Adapter {
                 )));
             }
         };
+        let class_bias = match map.get("class_bias") {
+            None => None,
+            Some(_) if info.format == FORMAT => {
+                return Err(bad(format!(
+                    "a {FORMAT} adapter cannot have a class_bias (that is {FORMAT_V2})"
+                )));
+            }
+            Some(_) if head.is_some() => {
+                return Err(bad(
+                    "class_bias applies to label-word adapters, not to one with a linear head"
+                        .into(),
+                ));
+            }
+            Some(t) if t.shape.len() == 1 && t.shape[0] > 0 => Some(t.data.clone()),
+            Some(t) => {
+                return Err(bad(format!(
+                    "class_bias has shape {:?}, expected [classes]",
+                    t.shape
+                )));
+            }
+        };
         if let Some(k) = map.keys().find(|k| {
             !matches!(
                 k.as_str(),
-                "prompt_vectors" | "prefix" | "head.weight" | "head.bias"
+                "prompt_vectors" | "prefix" | "head.weight" | "head.bias" | "class_bias"
             )
         }) {
             return Err(bad(format!("unexpected tensor \"{k}\"")));
@@ -255,6 +285,7 @@ impl Adapter {
             vectors,
             prefix,
             head,
+            class_bias,
         })
     }
 
@@ -371,6 +402,16 @@ impl Adapter {
             }
             None => None,
         };
+        let class_bias = match &self.class_bias {
+            Some(b) if b.len() != verbalizer.n_classes() => {
+                return Err(Error::invalid(format!(
+                    "adapter: class_bias has {} classes, the labels {}",
+                    b.len(),
+                    verbalizer.n_classes()
+                )));
+            }
+            b => b.clone(),
+        };
         let prompt = (self.info.n_prompts > 0).then(|| {
             let mut map = std::collections::BTreeMap::new();
             map.insert(
@@ -390,6 +431,7 @@ impl Adapter {
                 deep,
                 head,
                 head_on_cls: self.info.head_on_cls,
+                class_bias,
             },
             template,
             verbalizer,

@@ -36,6 +36,9 @@ pub struct PromptClassifier<B: Backend> {
     /// The linear head reads the `[CLS]` hidden state (each row's first position) instead of
     /// the first `[MASK]`'s.
     pub head_on_cls: bool,
+    /// Added to the label-word class scores (MLM head only): contextual calibration, see
+    /// [`content_free_bias`]. `None`: the scores as the LM gives them.
+    pub class_bias: Option<Vec<f32>>,
 }
 
 /// How a class is read at `[MASK]`.
@@ -92,6 +95,7 @@ impl<B: Backend> PromptClassifier<B> {
             deep: None,
             head: None,
             head_on_cls: false,
+            class_bias: None,
         }
     }
 
@@ -241,17 +245,103 @@ impl<B: Kernels> PromptClassifier<B> {
         let cols = flat_words.len();
         (0..batch.batch_size)
             .map(|i| {
-                (0..n_classes)
-                    .map(|c| {
-                        let sum: f32 = (0..n_mask)
-                            .map(|k| data[(i * n_mask + k) * cols + c * n_mask + k])
-                            .sum();
-                        sum / n_mask as f32
-                    })
-                    .collect()
+                let scores = (0..n_classes).map(|c| {
+                    let sum: f32 = (0..n_mask)
+                        .map(|k| data[(i * n_mask + k) * cols + c * n_mask + k])
+                        .sum();
+                    sum / n_mask as f32
+                });
+                with_bias(scores, self.class_bias.as_deref())
             })
             .collect()
     }
+}
+
+/// Label-word class scores with a calibration bias added (when there is one).
+pub fn with_bias(scores: impl Iterator<Item = f32>, bias: Option<&[f32]>) -> Vec<f32> {
+    match bias {
+        Some(b) => scores.zip(b).map(|(s, b)| s + b).collect(),
+        None => scores.collect(),
+    }
+}
+
+/// Where the class prior of a calibrated zero-shot classifier comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Calibration {
+    /// Contextual calibration (Zhao et al. 2021, "Calibrate before use"): the probabilities
+    /// the template gives [`CONTENT_FREE_TEXTS`], texts with no content.
+    ContentFree,
+    /// Batch calibration (Zhou et al. 2023): the mean probabilities over the few-shot training
+    /// set's texts; their labels are not read.
+    Fewshot,
+}
+
+impl Calibration {
+    /// The name `--calibrate` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Calibration::ContentFree => "content-free",
+            Calibration::Fewshot => "fewshot",
+        }
+    }
+}
+
+impl FromStr for Calibration {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "content-free" => Ok(Self::ContentFree),
+            "fewshot" => Ok(Self::Fewshot),
+            _ => Err(format!(
+                "unknown calibration \"{s}\" (expected content-free or fewshot)"
+            )),
+        }
+    }
+}
+
+/// The texts contextual calibration scores in place of a real input: no content, so what the
+/// LM predicts for them is its prior over the label words under this template. Zhao et al.
+/// used "N/A", "" and "[MASK]"; "[MASK]" would add a second mask slot to the template, so "无"
+/// ("none") takes its place.
+pub const CONTENT_FREE_TEXTS: [&str; 3] = ["N/A", "", "无"];
+
+/// [`CONTENT_FREE_TEXTS`] in `template` (sentence-pair templates get the text in both slots).
+pub fn content_free_inputs(
+    template: &crate::prompt::Template,
+    tokenizer: &crate::tokenizer::BertTokenizer,
+    max_len: usize,
+) -> crate::error::Result<Vec<crate::prompt::Encoded>> {
+    let pair = template.is_pair();
+    CONTENT_FREE_TEXTS
+        .iter()
+        .map(|t| template.encode(tokenizer, t, pair.then_some(*t), max_len))
+        .collect()
+}
+
+/// A calibration bias: `-ln p̄(c)` per class, where `p̄` is the mean over `inputs` of the
+/// classifier's uncalibrated class probabilities (any `class_bias` it has is left out). Added to
+/// the class scores, it divides every probability by that prior (then renormalises), so an LM
+/// that prefers one label word whatever the text no longer predicts that class for everything.
+pub fn prior_bias<B: Kernels>(
+    model: &PromptClassifier<B>,
+    inputs: &[crate::prompt::Encoded],
+    word_ids: &[Vec<u32>],
+    batch_size: usize,
+    pad_id: u32,
+    device: &B::Device,
+) -> Vec<f32> {
+    let mut raw = model.clone();
+    raw.class_bias = None;
+    let scores = score_all(&raw, inputs, word_ids, batch_size, pad_id, device);
+    let mut mean = vec![0.0f64; word_ids.len()];
+    for s in &scores {
+        for (m, p) in mean.iter_mut().zip(softmax_row(s)) {
+            *m += p as f64 / scores.len().max(1) as f64;
+        }
+    }
+    // a probability of 0 (an underflowed softmax) would give an infinite bias
+    mean.iter().map(|&p| -(p.max(1e-30).ln()) as f32).collect()
 }
 
 /// `embeds` `[batch, len, hidden]` with the rows of `table` `[n, hidden]` put in at

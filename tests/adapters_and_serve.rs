@@ -584,6 +584,7 @@ fn adapter_size_at_bert_base_width() {
         vectors: (0..8 * 768).map(|i| i as f32 * 0.001).collect(),
         prefix: Vec::new(),
         head: None,
+        class_bias: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("a.adapter");

@@ -353,6 +353,7 @@ fn deep_prompt_adapters_are_checked_against_the_backbone() {
             .map(|i| ((i % 17) as f32 - 8.0) * 0.05)
             .collect(),
         head: None,
+        class_bias: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let write = |name: &str, a: &Adapter| {

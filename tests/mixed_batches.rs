@@ -1,6 +1,7 @@
 //! The server's mixed-task batches: rows of different adapters (P-tuning vectors, deep-prompt
 //! prefixes of different lengths, a linear head on `[MASK]` and the same head on `[CLS]`, a
-//! two-token manual template) in one forward pass give what each task gives alone.
+//! two-token manual template, the same template calibrated) in one forward pass give what each
+//! task gives alone.
 
 mod common;
 
@@ -64,18 +65,21 @@ fn mixed_task_batches_equal_single_task_scoring() {
             vectors: values(8 * 256, 1, 0.05),
             prefix: Vec::new(),
             head: None,
+            class_bias: None,
         },
         Adapter {
             info: info("[MASK]{text}", "0=不,1=很", 0, 6, false),
             vectors: Vec::new(),
             prefix: values(6 * 2048, 2, 1.0),
             head: None,
+            class_bias: None,
         },
         Adapter {
             info: info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true),
             vectors: values(2 * 256, 3, 0.05),
             prefix: values(3 * 2048, 4, 1.0),
             head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+            class_bias: None,
         },
         // the same prompts and head, read at [CLS]: the next check sees it differ
         Adapter {
@@ -86,12 +90,25 @@ fn mixed_task_batches_equal_single_task_scoring() {
             vectors: values(2 * 256, 3, 0.05),
             prefix: values(3 * 2048, 4, 1.0),
             head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+            class_bias: None,
         },
         Adapter {
             info: info("[MASK]*2满意。{text}", "0=不太,1=非常", 0, 0, false),
             vectors: Vec::new(),
             prefix: Vec::new(),
             head: None,
+            class_bias: None,
+        },
+        // the same manual template, calibrated (a class bias on the label-word scores)
+        Adapter {
+            info: AdapterInfo {
+                format: FORMAT_V2.into(),
+                ..info("[MASK]*2满意。{text}", "0=不太,1=非常", 0, 0, false)
+            },
+            vectors: Vec::new(),
+            prefix: Vec::new(),
+            head: None,
+            class_bias: Some(vec![0.7, -0.4]),
         },
     ];
     let tasks: Vec<Task<B>> = adapters

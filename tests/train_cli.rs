@@ -630,3 +630,169 @@ fn test_split_is_evaluated_once_with_the_best_on_valid_weights() {
     assert_eq!(s1["test_at_best_valid"], s2["test_at_best_valid"]);
     assert!(s1["best_test"].is_null() && !s2["best_test"].is_null());
 }
+
+/// `predict --format tsv` of `input` with `adapter` (on the shipped backbone): each row's
+/// label and class probabilities.
+fn predict_tsv(adapter: &Path, input: &Path) -> Vec<(String, Vec<f64>)> {
+    let o = ptune(&[
+        "predict",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "tsv",
+        "--threads",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].to_string(),
+                f[1..f.len() - 1]
+                    .iter()
+                    .map(|x| x.parse().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn calibrated_zero_shot_divides_by_the_prior_and_its_adapter_does_the_same() {
+    let data = small_data(40, 20);
+    let dir = tempfile::tempdir().unwrap();
+    // the few-shot set is the first half of train (20 texts), so the prior can be recomputed
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut a = train_args(
+            data.path(),
+            &out,
+            &[
+                &["--method", "zeroshot", "--template", "[MASK]满意。{text}"],
+                extra,
+            ]
+            .concat(),
+        );
+        let at = a.iter().position(|x| x == "--shots").unwrap();
+        a.splice(at..at + 2, ["--frac".to_string(), "0.5".to_string()]);
+        let o = run_owned(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let adapter = dir.path().join(format!("{name}.adapter"));
+        let o = ptune(&[
+            "export",
+            "--run",
+            out.to_str().unwrap(),
+            "--out",
+            adapter.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (out, adapter)
+    };
+    let (_, raw) = run("raw", &[]);
+    let (cal_run, cal) = run("cal", &["--calibrate", "fewshot"]);
+    let calibration: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cal_run.join("calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(calibration["source"], "fewshot");
+    assert_eq!(calibration["texts"], 20);
+    let f64s = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (prior, bias) = (f64s(&calibration["prior"]), f64s(&calibration["bias"]));
+    // the prior is the mean of the uncalibrated probabilities over the few-shot texts
+    let train20 = dir.path().join("train20.txt");
+    let train = std::fs::read_to_string(data.path().join("train.tsv")).unwrap();
+    std::fs::write(
+        &train20,
+        train.lines().take(20).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let on_train = predict_tsv(&raw, &train20);
+    assert_eq!(on_train.len(), 20);
+    for c in 0..2 {
+        let mean = on_train.iter().map(|(_, p)| p[c]).sum::<f64>() / 20.0;
+        assert!(
+            (mean - prior[c]).abs() < 1e-4,
+            "class {c}: {mean} vs {}",
+            prior[c]
+        );
+        assert!((bias[c] + prior[c].ln()).abs() < 1e-5);
+    }
+    // the adapter carries the bias; its probabilities are the raw ones divided by the prior
+    let read = ptune::adapter::Adapter::read(&cal).unwrap();
+    assert_eq!(read.info.format, ptune::adapter::FORMAT_V2);
+    let stored: Vec<f64> = read
+        .class_bias
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&b| b as f64)
+        .collect();
+    assert!(
+        stored.iter().zip(&bias).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{stored:?}"
+    );
+    let valid = data.path().join("valid.tsv");
+    let (p_raw, p_cal) = (predict_tsv(&raw, &valid), predict_tsv(&cal, &valid));
+    let mut moved = 0.0f64;
+    for ((_, r), (_, c)) in p_raw.iter().zip(&p_cal) {
+        let w: Vec<f64> = r.iter().zip(&prior).map(|(r, p)| r / p).collect();
+        let z: f64 = w.iter().sum();
+        for k in 0..2 {
+            assert!((c[k] - w[k] / z).abs() < 1e-4, "{c:?} vs {w:?}");
+            moved = moved.max((c[k] - r[k]).abs());
+        }
+    }
+    assert!(moved > 1e-3, "calibration changed nothing ({moved})");
+    // predict with the calibrated adapter reproduces the run's own valid accuracy
+    let gold: Vec<String> = std::fs::read_to_string(&valid)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
+    let right = p_cal
+        .iter()
+        .zip(&gold)
+        .filter(|((l, _), g)| l == *g)
+        .count();
+    let acc = metrics(&cal_run)[0]["valid"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (right as f64 / 20.0 - acc).abs() < 1e-9,
+        "{right}/20 vs {acc}"
+    );
+    // content-free calibration: three texts, its own prior
+    let (cf_run, _) = run("cf", &["--calibrate", "content-free"]);
+    let cf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cf_run.join("calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (cf["source"].as_str(), cf["texts"].as_u64()),
+        (Some("content-free"), Some(3))
+    );
+    assert_ne!(f64s(&cf["prior"]), prior);
+    // bad input: a trained method, a bias for another number of classes
+    let o = run_owned(&train_args(
+        data.path(),
+        &dir.path().join("bad"),
+        &["--method", "ptune", "--calibrate", "fewshot"],
+    ));
+    assert_clean_error(&o, &["--calibrate applies to --method zeroshot only"]);
+    let mut three = read;
+    three.class_bias = Some(vec![0.0; 3]);
+    let bad = dir.path().join("three.adapter");
+    three
+        .write(&bad, ptune::model::tensors::StorageDType::F32)
+        .unwrap();
+    let o = ptune(&["predict", "--adapter", bad.to_str().unwrap(), "很好"]);
+    assert_clean_error(&o, &["class_bias has 3 classes, the labels 2"]);
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ptune::classifier::Head;
+use ptune::classifier::{Calibration, Head};
 use ptune::data::{FewShot, Fields, MlmAugment};
 use ptune::error::{Error, Result};
 use ptune::model::ModelDir;
@@ -124,6 +124,12 @@ pub struct RunArgs {
     /// [MASK] hidden state) or cls (a trainable head on the [CLS] hidden state).
     #[arg(long)]
     pub head: Option<Head>,
+    /// Zero-shot: divide every prediction by the LM's prior over the label words under the
+    /// template, estimated from `content-free` texts ("N/A", "", "无"; Zhao et al. 2021) or
+    /// from the few-shot training set's texts, their labels unread (`fewshot`; batch
+    /// calibration, Zhou et al. 2023). With `compare`, it applies to the zeroshot row.
+    #[arg(long)]
+    pub calibrate: Option<Calibration>,
     /// Few-shot set: the first fraction of the train split.
     #[arg(long, conflicts_with = "shots")]
     pub frac: Option<f64>,
@@ -197,6 +203,8 @@ impl RunArgs {
         }
         if method != Method::Zeroshot {
             set!(head <- head);
+        } else if self.calibrate.is_some() {
+            c.calibrate = self.calibrate;
         }
         if let Some(f) = self.frac {
             c.fewshot = FewShot::Frac(f);
@@ -335,6 +343,11 @@ pub fn run(args: Args) -> Result<()> {
         return Err(Error::invalid(format!(
             "{flag} applies to --method ptune-v2 only"
         )));
+    }
+    if method != Method::Zeroshot && args.run.calibrate.is_some() {
+        return Err(Error::invalid(
+            "--calibrate applies to --method zeroshot only (a trained method learns its own class prior)",
+        ));
     }
     if method == Method::Zeroshot && args.run.head.is_some() {
         return Err(Error::invalid(

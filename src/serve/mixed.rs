@@ -8,7 +8,7 @@
 use burn::tensor::Tensor;
 
 use crate::adapter::{Prediction, Task};
-use crate::classifier::{EncoderInputs, argmax, int_tensor, softmax_row, splice_rows};
+use crate::classifier::{EncoderInputs, argmax, int_tensor, softmax_row, splice_rows, with_bias};
 use crate::data::Batch;
 use crate::error::Result;
 use crate::model::Kernels;
@@ -233,19 +233,15 @@ impl<B: Kernels> MixedTasks<B> {
                     continue;
                 }
                 let n_mask = task.template.n_mask();
-                scores[i] = task
-                    .verbalizer
-                    .word_ids
-                    .iter()
-                    .map(|ids| {
-                        let sum: f32 = ids
-                            .iter()
-                            .enumerate()
-                            .map(|(s, &w)| data[(i * k + s) * u + col(w)])
-                            .sum();
-                        sum / n_mask as f32
-                    })
-                    .collect();
+                let raw = task.verbalizer.word_ids.iter().map(|ids| {
+                    let sum: f32 = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(s, &w)| data[(i * k + s) * u + col(w)])
+                        .sum();
+                    sum / n_mask as f32
+                });
+                scores[i] = with_bias(raw, task.classifier.class_bias.as_deref());
             }
         }
         // linear-head rows: each task's head on its rows' first [MASK] (or [CLS])

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::Head;
+use crate::classifier::{Calibration, Head};
 use crate::data::{FewShot, MlmAugment};
 use crate::error::{Error, Result};
 use crate::model::config::BertConfig;
@@ -159,6 +159,10 @@ pub struct TrainConfig {
     /// How deep prompts start: random, or the LM's keys and values of a text.
     #[serde(default)]
     pub prefix_init: PrefixInit,
+    /// Zero-shot: divide the label words' probabilities by a class prior from this source (see
+    /// [`prior_bias`](crate::classifier::prior_bias)); `None`: the LM's scores as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrate: Option<Calibration>,
 }
 
 fn default_reparam_hidden() -> usize {
@@ -308,6 +312,12 @@ impl TrainConfig {
                         .into(),
                 );
             }
+        }
+        if self.calibrate.is_some() && self.method != Method::Zeroshot {
+            return bad(format!(
+                "calibrate applies to zeroshot only, not {} (a trained method learns its own class prior)",
+                self.method.name()
+            ));
         }
         if self.method == Method::Zeroshot && self.head.is_linear() {
             return bad("zeroshot cannot use a linear head (it would be untrained)".into());

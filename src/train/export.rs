@@ -1,8 +1,7 @@
 //! Baking a run into an adapter file.
 
-use burn::tensor::backend::Backend;
-
 use super::config::Method;
+use super::run_dir::Calibrated;
 use super::run_dir::{RunDir, best_files};
 use crate::adapter::{Adapter, AdapterInfo, fingerprint};
 use crate::classifier::Head;
@@ -18,7 +17,7 @@ use crate::prompt::PromptSpec;
 /// the template has `[P]` tokens, its linear head if any) or of a `zeroshot` run (the
 /// template's own `[unusedK]` embeddings). Fine-tuned runs change the backbone itself and
 /// cannot be adapters.
-pub fn export_run<B: Backend>(
+pub fn export_run<B: crate::model::kernels::Kernels>(
     run: &RunDir,
     model_dir: &ModelDir,
     device: &B::Device,
@@ -27,8 +26,10 @@ pub fn export_run<B: Backend>(
     let run_dir = run.root();
     let lm = model_dir.load::<B>(device)?;
     let tokenizer = model_dir.tokenizer()?;
-    let PromptSpec { template, .. } =
-        PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
+    let PromptSpec {
+        template,
+        verbalizer,
+    } = PromptSpec::parse(&config.template, &config.labels, &tokenizer)?;
     let best = |file: &str| run.best_file(file);
     let trained_prompts = |_: ()| -> Result<Vec<f32>> {
         let path = best(best_files::PROMPT_ENCODER)?;
@@ -101,6 +102,22 @@ pub fn export_run<B: Backend>(
     } else {
         None
     };
+    let class_bias = match config.calibrate {
+        Some(_) => {
+            let c = Calibrated::read(run)?;
+            if c.classes != verbalizer.classes {
+                return Err(Error::file(
+                    run.calibration_path(),
+                    format!(
+                        "its classes {:?} are not the run's {:?}",
+                        c.classes, verbalizer.classes
+                    ),
+                ));
+            }
+            Some(c.bias)
+        }
+        None => None,
+    };
     let prefix_len = if prefix.is_empty() {
         0
     } else {
@@ -113,7 +130,8 @@ pub fn export_run<B: Backend>(
     };
     Ok(Adapter {
         info: AdapterInfo {
-            format: Adapter::format_for(prefix_len, head.is_some()).to_string(),
+            format: Adapter::format_for(prefix_len, head.is_some(), class_bias.is_some())
+                .to_string(),
             template: config.template.clone(),
             labels: config.labels.clone(),
             max_len: config.max_len,
@@ -130,5 +148,6 @@ pub fn export_run<B: Backend>(
         vectors,
         prefix,
         head,
+        class_bias,
     })
 }

@@ -7,6 +7,7 @@
 //! metrics.jsonl    one EpochRecord per evaluated epoch
 //! summary.json     the Summary (model selection on valid)
 //! curve.svg        valid and test accuracy per epoch
+//! calibration.json a calibrated zero-shot run's class prior and bias (Calibrated)
 //! best/            the best-on-valid weights (prompt_encoder, deep_prompt, head safetensors;
 //!                  a trained LM as a Hugging Face model directory)
 //! checkpoint/      crash-safe epoch checkpoints (see [`super::checkpoint`])
@@ -22,6 +23,7 @@ use super::config::TrainConfig;
 use super::plot::{Series, write_curves};
 use super::report::{EpochRecord, Summary};
 use super::run_info::{self, RunInfo};
+use crate::classifier::Calibration;
 use crate::error::{Error, Result, read_file, write_atomic};
 
 const CONFIG: &str = "config.toml";
@@ -29,6 +31,48 @@ const METRICS: &str = "metrics.jsonl";
 const SUMMARY: &str = "summary.json";
 const CURVE: &str = "curve.svg";
 const BEST: &str = "best";
+const CALIBRATION: &str = "calibration.json";
+
+/// A calibrated zero-shot run's `calibration.json`: where its class prior came from, the prior
+/// and the bias added to the class scores (what `export` puts in the adapter).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibrated {
+    /// The prior's source.
+    pub source: Calibration,
+    /// How many texts the prior is the mean over.
+    pub texts: usize,
+    /// The classes, in order.
+    pub classes: Vec<String>,
+    /// Mean class probabilities over those texts.
+    pub prior: Vec<f32>,
+    /// `-ln prior`, added to the class scores.
+    pub bias: Vec<f32>,
+}
+
+impl Calibrated {
+    /// Writes `calibration.json` in `run`, atomically.
+    pub fn write(&self, run: &RunDir) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("serialisable");
+        write_atomic(&run.calibration_path(), json.as_bytes())
+    }
+
+    /// Reads `calibration.json` of `run`; its bias must be finite.
+    pub fn read(run: &RunDir) -> Result<Self> {
+        let path = run.calibration_path();
+        let c: Calibrated = serde_json::from_slice(&read_file(&path)?)
+            .map_err(|e| Error::file(&path, format!("bad calibration: {e}")))?;
+        if c.bias.is_empty()
+            || c.bias.len() != c.classes.len()
+            || c.bias.iter().any(|b| !b.is_finite())
+        {
+            return Err(Error::file(
+                &path,
+                "bad calibration: the bias needs one finite value per class",
+            ));
+        }
+        Ok(c)
+    }
+}
 
 /// File names inside `best/` (written by training, read by `export`).
 pub mod best_files {
@@ -100,6 +144,11 @@ impl RunDir {
         self.root.join(run_info::FILE)
     }
 
+    /// `calibration.json`: a calibrated zero-shot run's [`Calibrated`].
+    pub fn calibration_path(&self) -> PathBuf {
+        self.root.join(CALIBRATION)
+    }
+
     /// `best/`: the best-on-valid weights.
     pub fn best_dir(&self) -> PathBuf {
         self.root.join(BEST)
@@ -128,6 +177,7 @@ impl RunDir {
                 self.metrics_path(),
                 self.root.join(SUMMARY),
                 self.root.join(CURVE),
+                self.calibration_path(),
             ] {
                 let _ = if path.is_dir() {
                     std::fs::remove_dir_all(&path)

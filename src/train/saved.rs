@@ -119,6 +119,7 @@ fn with_trained_parts<B: Backend>(
         mut deep,
         mut head,
         head_on_cls,
+        class_bias,
     } = model;
     if let Some(p) = &prompt {
         let (path, map) = tensors(Part::Prompt)?;
@@ -147,6 +148,7 @@ fn with_trained_parts<B: Backend>(
         deep,
         head,
         head_on_cls,
+        class_bias,
     })
 }
 

@@ -16,12 +16,16 @@ use super::metrics::Metrics;
 use super::optim::FusedAdam;
 use super::prepare::{DataFiles, EncodedSplit, Prepared};
 use super::report::{EpochRecord, Reporter, StepProgress, Summary, best_index};
+use super::run_dir::Calibrated;
 use super::run_dir::RunDir;
 use super::run_info::RunInfo;
 use super::sampler::Sampler;
 use super::saved::{TrainerState, restore, restore_best, save_best, save_checkpoint};
 use super::step::loss_and_grads;
-use crate::classifier::{Head, PromptClassifier, argmax, linear_head_init, score_all};
+use crate::classifier::{
+    CONTENT_FREE_TEXTS, Calibration, Head, PromptClassifier, argmax, content_free_inputs,
+    linear_head_init, prior_bias, score_all,
+};
 use crate::error::{Error, Result};
 use crate::model::bert::BertForMaskedLM;
 use crate::model::deep_prompt::DeepPrompt;
@@ -165,6 +169,7 @@ fn init_model<B: TrainBackend>(
         deep,
         head,
         head_on_cls: c.head == Head::Cls,
+        class_bias: None,
     }
 }
 
@@ -430,7 +435,11 @@ impl<B: TrainBackend> Loop<'_, B> {
     /// A zero-shot run: one evaluation of the untrained model.
     fn zero_shot(self, model: PromptClassifier<B>) -> Result<Summary> {
         let start = Instant::now();
-        let inner = model.valid();
+        let mut inner = model.valid();
+        let c = &self.spec.config;
+        if let Some(source) = c.calibrate {
+            inner.class_bias = Some(self.calibrate(&inner, source)?);
+        }
         let (valid, test) = (
             self.metrics(&inner, &self.prepared.valid),
             Some(self.metrics(&inner, &self.prepared.test)),
@@ -452,6 +461,44 @@ impl<B: TrainBackend> Loop<'_, B> {
         Ok(self
             .write_outputs(&[record], 0, wall)?
             .expect("zero-shot evaluates test"))
+    }
+
+    /// The calibration bias of the zero-shot model from `source`, also written to the run's
+    /// [`Calibrated`] file, where `export` reads it.
+    fn calibrate(
+        &self,
+        inner: &PromptClassifier<B::InnerBackend>,
+        source: Calibration,
+    ) -> Result<Vec<f32>> {
+        let (p, c) = (self.prepared, &self.spec.config);
+        let (inputs, texts) = match source {
+            Calibration::ContentFree => (
+                content_free_inputs(&p.template, &p.tokenizer, c.max_len)?,
+                CONTENT_FREE_TEXTS.len(),
+            ),
+            // the labels stay unread: only the encoded texts are scored
+            Calibration::Fewshot => (
+                p.train.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
+                p.train.len(),
+            ),
+        };
+        let bias = prior_bias(
+            inner,
+            &inputs,
+            &p.verbalizer.word_ids,
+            c.eval_batch,
+            p.tokenizer.pad_id,
+            self.device,
+        );
+        let record = Calibrated {
+            source,
+            texts,
+            classes: p.verbalizer.classes.clone(),
+            prior: bias.iter().map(|b| (-b).exp()).collect(),
+            bias: bias.clone(),
+        };
+        record.write(&self.spec.run)?;
+        Ok(bias)
     }
 
     /// The summary of `history` (once its best epoch is tested), written with the metrics and

@@ -94,6 +94,7 @@ pub fn zero_shot_adapter(dir: &Path, max_len: usize) -> PathBuf {
         vectors: Vec::new(),
         prefix: Vec::new(),
         head: None,
+        class_bias: None,
     };
     let p = dir.join("zs.adapter");
     adapter
