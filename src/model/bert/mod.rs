@@ -396,8 +396,7 @@ impl<B: Kernels> BertForMaskedLM<B> {
     /// MLM logits over the whole vocabulary for hidden states `[n, hidden]`.
     pub fn mlm_logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         let h = self.head_transform(hidden);
-        let bias = self.cls.predictions.bias.val().unsqueeze_dim(0);
-        kernels::matmul(h, self.decoder_weight().transpose()) + bias
+        kernels::linear_t(h, self.decoder_weight(), self.cls.predictions.bias.val())
     }
 
     /// MLM logits restricted to some token ids (`[n, hidden]` → `[n, ids.len()]`): the same
@@ -409,14 +408,8 @@ impl<B: Kernels> BertForMaskedLM<B> {
     ) -> Tensor<B, 2> {
         let h = self.head_transform(hidden);
         let w = self.decoder_weight().select(0, token_ids.clone());
-        let bias = self
-            .cls
-            .predictions
-            .bias
-            .val()
-            .select(0, token_ids)
-            .unsqueeze_dim(0);
-        kernels::matmul(h, w.transpose()) + bias
+        let bias = self.cls.predictions.bias.val().select(0, token_ids);
+        kernels::linear_t(h, w, bias)
     }
 
     /// Full forward like `BertForMaskedLM(input_ids, attention_mask)`: logits `[batch, len, vocab]`.

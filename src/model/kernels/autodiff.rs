@@ -163,6 +163,33 @@ impl<B: Kernels> Backward<B, 3> for LinearBackward {
     }
 }
 
+/// `x · wᵀ + bias` on rows, `w` `[out, in]`: `dx = dy · w`, `dw = dyᵀ · x` (`[out, in]`, the
+/// weight's layout), `dbias` = column sums of `dy`.
+#[derive(Debug)]
+struct LinearTBackward;
+
+impl<B: Kernels> Backward<B, 3> for LinearTBackward {
+    /// `x` (needed for `dw`), `w` (needed for `dx`).
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let [node_x, node_w, node_b] = ops.parents;
+        if let (Some(n), Some(w)) = (node_x, w) {
+            grads.register::<B>(n.id, B::matmul(dy.clone(), w));
+        }
+        if let (Some(n), Some(x)) = (node_w, x) {
+            grads.register::<B>(n.id, B::matmul(B::float_swap_dims(dy.clone(), 0, 1), x));
+        }
+        if let Some(n) = node_b {
+            let out = dy.shape()[1];
+            let db = B::float_reshape(B::float_sum_dim(dy, 0), [out].into());
+            grads.register::<B>(n.id, db);
+        }
+    }
+}
+
 impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let backward = SavedTensorBackward::<B> {
@@ -330,6 +357,36 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish((saved_x, saved_w), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::linear_rows(
+                x.primitive,
+                weight.primitive,
+                bias.primitive,
+            )),
+        }
+    }
+
+    fn linear_rows_t(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LinearTBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::linear_rows_t(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    bias.primitive,
+                );
+                let saved_x = w_tracked.then_some(x.primitive);
+                let saved_w = x_tracked.then_some(weight.primitive);
+                prep.finish((saved_x, saved_w), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_rows_t(
                 x.primitive,
                 weight.primitive,
                 bias.primitive,

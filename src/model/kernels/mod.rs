@@ -147,6 +147,19 @@ pub trait Kernels: Backend {
     ) -> FloatTensor<Self> {
         reference::linear::<Self>(x, weight, bias)
     }
+
+    /// A linear layer with its weight stored `[out, in]` (PyTorch's layout; the MLM decoder,
+    /// tied to the word embeddings): `x [rows, in] · weightᵀ + bias [out]`. The same numbers
+    /// as [`Kernels::linear_rows`] on the transposed view; under autodiff the weight's
+    /// gradient comes out `[out, in]`, in the weight's own layout, so adding it to the word
+    /// embeddings' gradient is a contiguous sum rather than a strided one.
+    fn linear_rows_t(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear_rows(x, Self::float_swap_dims(weight, 0, 1), bias)
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -336,6 +349,15 @@ pub fn linear<B: Kernels, const D: usize>(x: Tensor<B, D>, layer: &Linear<B>) ->
     let mut out_dims = dims;
     out_dims[D - 1] = out;
     y.reshape(out_dims)
+}
+
+/// [`Kernels::linear_rows_t`] on tensors: `x [rows, in] · weightᵀ + bias`, `weight` `[out, in]`.
+pub fn linear_t<B: Kernels>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    tensor(B::linear_rows_t(prim(x), prim(weight), prim(bias)))
 }
 
 /// [`Kernels::adam_step`] on tensors: the new parameter and moments.

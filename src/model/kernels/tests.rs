@@ -391,6 +391,45 @@ fn matmul_and_linear_match_burn_values_and_gradients() {
     assert!(max_diff(fb, rb) < 1e-4);
 }
 
+/// The tied-decoder linear layer (`x · wᵀ + b`, `w` `[out, in]`) against burn's composed ops,
+/// values and the three gradients, with the weight's gradient in the weight's own layout; and
+/// the reference version (what GPUs run) on the same inputs.
+#[test]
+fn transposed_weight_linear_matches_burn_values_and_gradients() {
+    let dev = Default::default();
+    let x0 = Tensor::<Cpu, 2>::random([70, 48], Distribution::Normal(0.0, 1.0), &dev);
+    // the vocabulary-like output is wide enough for the products to be split over the threads
+    let w0 = Tensor::<Cpu, 2>::random([300, 48], Distribution::Normal(0.0, 0.5), &dev);
+    let b0 = Tensor::<Cpu, 1>::random([300], Distribution::Default, &dev);
+    let wy = Tensor::<CpuTrain, 2>::random([70, 300], Distribution::Default, &dev);
+    let grads_of = |fast: bool| {
+        let x = Tensor::<CpuTrain, 2>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<CpuTrain, 2>::from_inner(w0.clone()).require_grad();
+        let b = Tensor::<CpuTrain, 1>::from_inner(b0.clone()).require_grad();
+        let y = if fast {
+            linear_t(x.clone(), w.clone(), b.clone())
+        } else {
+            x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze_dim(0)
+        };
+        let g = (y.clone() * wy.clone()).sum().backward();
+        let wg = w.grad(&g).unwrap();
+        (y.inner(), x.grad(&g).unwrap(), wg, b.grad(&g).unwrap())
+    };
+    let (fy, fx, fw, fb) = grads_of(true);
+    let (ry, rx, rw, rb) = grads_of(false);
+    assert!(max_diff(fy.clone(), ry) < 1e-5, "values");
+    assert!(max_diff(fx, rx) < 1e-4, "input gradient");
+    assert!(max_diff(fb, rb) < 1e-4, "bias gradient");
+    assert!(max_diff(fw.clone(), rw) < 1e-4, "weight gradient");
+    let grad = fw.into_primitive().tensor();
+    assert!(
+        grad.layout().is_contiguous(),
+        "weight gradient in the weight's layout"
+    );
+    let reference = t::<2>(reference::linear::<Cpu>(p(x0), p(w0.transpose()), p(b0)));
+    assert!(max_diff(reference, fy) < 1e-5, "reference");
+}
+
 /// The fused cross-entropy against burn's `CrossEntropyLoss` and against the reference (what
 /// GPUs run): the loss and the logits' gradient, on a vocabulary-sized row split over the
 /// threads and on a two-class head; a target out of range goes to the reference.
