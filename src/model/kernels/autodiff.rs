@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{Kernels, reference};
+use super::{CrossEntropySaved, Kernels, reference};
 
 /// A one-input op whose gradient is `backward(saved, grad)` from one saved tensor (GELU saves
 /// its input, softmax its output).
@@ -102,13 +102,13 @@ impl<B: Kernels> Backward<B, 1> for SplitHeadsBackward {
 struct CrossEntropyBackward;
 
 impl<B: Kernels> Backward<B, 1> for CrossEntropyBackward {
-    /// Logits, targets.
-    type State = (FloatTensor<B>, IntTensor<B>);
+    /// What the forward kept (see [`Kernels::cross_entropy_saving`]), targets.
+    type State = (CrossEntropySaved<B>, IntTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (logits, targets) = ops.state;
+        let (saved, targets) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::cross_entropy_backward(logits, targets, grad)
+            B::cross_entropy_backward_saved(saved, targets, grad)
         });
     }
 }
@@ -303,8 +303,9 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let loss = B::cross_entropy(logits.primitive.clone(), targets.clone());
-                prep.finish((logits.primitive, targets), loss)
+                // the logits move in: nothing else holds them, so the CPU reuses their buffer
+                let (loss, saved) = B::cross_entropy_saving(logits.primitive, targets.clone());
+                prep.finish((saved, targets), loss)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::cross_entropy(logits.primitive, targets)),
         }

@@ -83,6 +83,82 @@ pub(super) fn forward(logits: FlexTensor, targets: FlexTensor) -> Option<FlexTen
     Some(from_vec(vec![loss as f32], [1].into()))
 }
 
+// `exp(row − max)` written over the row; returns (log Σ exp(row), Σ exp(row − max)), the sum
+// taken as `log_sum_exp_row` takes it, so both give the same loss.
+simd_dispatch!(exp_row_in_place, (dst: &mut [f32], out: &mut (f32, f32)), {
+    let max = lane_max(dst);
+    for d in dst.iter_mut() {
+        *d = exp(*d - max);
+    }
+    let sum = lane_sum(dst);
+    *out = (max + sum.ln(), sum);
+});
+
+/// The loss (as [`forward`]) and, for its gradient, each row's `exp(x − max)` written over the
+/// logits (when nobody else holds them; else over a copy) with each row's sum of them;
+/// `Err(logits)` for the reference version.
+pub(super) fn forward_saving(
+    logits: FlexTensor,
+    targets: &FlexTensor,
+) -> Result<(FlexTensor, FlexTensor, Vec<f32>), FlexTensor> {
+    let Some((classes, ids)) = operands(&logits, targets) else {
+        return Err(logits);
+    };
+    let rows = ids.len();
+    let mut e = owned_contiguous(logits);
+    let per_row: Vec<(f64, f32)> = e
+        .storage_mut::<f32>()
+        .par_chunks_mut(classes)
+        .zip(ids.par_iter())
+        .with_min_len(CHUNK / classes + 1)
+        .map(|(row, &t)| {
+            let target = row[t];
+            let mut out = (0.0f32, 0.0f32);
+            exp_row_in_place(row, &mut out);
+            ((out.0 - target) as f64, out.1)
+        })
+        .collect();
+    let loss = per_row.iter().map(|(t, _)| t).sum::<f64>() / rows as f64;
+    let sums = per_row.into_iter().map(|(_, s)| s).collect();
+    Ok((from_vec(vec![loss as f32], [1].into()), e, sums))
+}
+
+/// The gradient from [`forward_saving`]'s exponentials and row sums: the same numbers as
+/// [`backward`] on the logits, in one pass; `Err(exps)` for the reference version.
+pub(super) fn backward_from_exps(
+    exps: FlexTensor,
+    sums: &[f32],
+    targets: &FlexTensor,
+    grad: &FlexTensor,
+) -> Result<FlexTensor, FlexTensor> {
+    let Some((classes, ids)) = operands(&exps, targets) else {
+        return Err(exps);
+    };
+    if grad.dtype() != DType::F32
+        || grad.layout().shape().num_elements() != 1
+        || sums.len() != ids.len()
+    {
+        return Err(exps);
+    }
+    let scale = grad.to_contiguous().storage::<f32>()[0] / ids.len() as f32;
+    let mut out = owned_contiguous(exps);
+    out.storage_mut::<f32>()
+        .par_chunks_mut(classes)
+        .zip(ids.par_iter().zip(sums.par_iter()))
+        .with_min_len(CHUNK / classes + 1)
+        .for_each(|(dst, (&t, &sum))| {
+            scale_row(dst, scale / sum);
+            dst[t] -= scale;
+        });
+    Ok(out)
+}
+
+simd_dispatch!(scale_row, (dst: &mut [f32], k: f32), {
+    for d in dst.iter_mut() {
+        *d *= k;
+    }
+});
+
 /// `grad / rows · (softmax(logits) − onehot(targets))`, `grad` the loss's gradient (`[1]`),
 /// written over the logits when nobody else holds them (a vocabulary-sized buffer fewer);
 /// `Err(logits)` for the reference version.

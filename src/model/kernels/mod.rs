@@ -134,6 +134,34 @@ pub trait Kernels: Backend {
         reference::cross_entropy_backward::<Self>(logits, targets, grad)
     }
 
+    /// [`Kernels::cross_entropy`] for training: the loss and what its gradient needs. The
+    /// default keeps the logits; the CPU writes each row's `exp(x − max)` over them (the
+    /// loss's own pass), so the gradient is one pass instead of recomputing the softmax.
+    fn cross_entropy_saving(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, CrossEntropySaved<Self>) {
+        let loss = Self::cross_entropy(logits.clone(), targets);
+        (loss, CrossEntropySaved::Logits(logits))
+    }
+
+    /// The logits' gradient from what [`Kernels::cross_entropy_saving`] kept.
+    fn cross_entropy_backward_saved(
+        saved: CrossEntropySaved<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match saved {
+            CrossEntropySaved::Logits(logits) => {
+                Self::cross_entropy_backward(logits, targets, grad)
+            }
+            // softmax(ln e) = e / Σe: the reference on the log of the kept exponentials
+            CrossEntropySaved::Exps(e, _) => {
+                Self::cross_entropy_backward(Self::float_log(e), targets, grad)
+            }
+        }
+    }
+
     /// `lhs [..., m, k] · rhs [..., k, n]` (batch dimensions broadcast).
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::matmul::<Self>(lhs, rhs)
@@ -167,6 +195,15 @@ impl Kernels for burn::backend::Cuda {}
 
 #[cfg(feature = "wgpu")]
 impl Kernels for burn::backend::Wgpu {}
+
+/// What [`Kernels::cross_entropy_saving`] keeps for the gradient.
+#[derive(Debug, Clone)]
+pub enum CrossEntropySaved<B: Backend> {
+    /// The logits `[rows, classes]`.
+    Logits(FloatTensor<B>),
+    /// Each row's `exp(x − max)` `[rows, classes]`, and each row's sum of them.
+    Exps(FloatTensor<B>, Vec<f32>),
+}
 
 /// The CPU kernels, each falling back to the reference version when it returns `None`.
 impl Kernels for burn::backend::Flex {
@@ -243,6 +280,36 @@ impl Kernels for burn::backend::Flex {
         cross_entropy::backward(logits, &targets, &grad).unwrap_or_else(|logits| {
             reference::cross_entropy_backward::<Self>(logits, targets, grad)
         })
+    }
+
+    fn cross_entropy_saving(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, CrossEntropySaved<Self>) {
+        match cross_entropy::forward_saving(logits, &targets) {
+            Ok((loss, exps, sums)) => (loss, CrossEntropySaved::Exps(exps, sums)),
+            Err(logits) => {
+                let loss = Self::cross_entropy(logits.clone(), targets);
+                (loss, CrossEntropySaved::Logits(logits))
+            }
+        }
+    }
+
+    fn cross_entropy_backward_saved(
+        saved: CrossEntropySaved<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match saved {
+            CrossEntropySaved::Exps(e, sums) => {
+                cross_entropy::backward_from_exps(e, &sums, &targets, &grad).unwrap_or_else(|e| {
+                    reference::cross_entropy_backward::<Self>(Self::float_log(e), targets, grad)
+                })
+            }
+            CrossEntropySaved::Logits(logits) => {
+                Self::cross_entropy_backward(logits, targets, grad)
+            }
+        }
     }
 
     fn linear_rows(

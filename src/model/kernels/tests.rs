@@ -464,6 +464,35 @@ fn cross_entropy_matches_burn_loss_and_gradient() {
         let d = max_diff(fg.clone(), bg);
         // per-element gradients are at most 3/rows; f32 rounding of two different op orders
         assert!(d < 5e-7, "{rows}x{classes}: gradient differs by {d}");
+        // training keeps each row's exponentials (`cross_entropy_saving`): the same loss and
+        // the same gradient bits as the kernel that recomputes the softmax from the logits
+        let three = || p(Tensor::<Cpu, 1>::from_floats([3.0], &dev));
+        let plain = t::<2>(<Cpu as Kernels>::cross_entropy_backward(
+            p(x0.clone()),
+            targets.clone().into_primitive(),
+            three(),
+        ));
+        assert_eq!(
+            max_diff(fg.clone(), plain),
+            0.0,
+            "{rows}x{classes}: saved exponentials"
+        );
+        let (loss, saved) =
+            <Cpu as Kernels>::cross_entropy_saving(p(x0.clone()), targets.clone().into_primitive());
+        assert_eq!(t::<1>(loss).into_scalar(), fl);
+        assert!(matches!(saved, CrossEntropySaved::Exps(..)));
+        // what other backends would do with kept exponentials: the reference on their log
+        if let CrossEntropySaved::Exps(e, _) = saved {
+            let via_log = t::<2>(reference::cross_entropy_backward::<Cpu>(
+                <Cpu as burn::tensor::ops::FloatTensorOps<Cpu>>::float_log(e),
+                targets.clone().into_primitive(),
+                three(),
+            ));
+            assert!(
+                max_diff(fg.clone(), via_log) < 1e-5,
+                "{rows}x{classes}: via log"
+            );
+        }
         // the reference, forward and backward
         let r = t::<1>(reference::cross_entropy::<Cpu>(
             p(x0.clone()),
