@@ -60,7 +60,8 @@ pub fn scoring<B: crate::model::kernels::Kernels>(
         BatchOrder::FileOrder => {
             for chunk in examples.chunks(batch_size) {
                 let items: Vec<_> = chunk.iter().collect();
-                model.class_scores(&Batch::unlabelled(&items, pad_id), word_ids, device);
+                let batch = model.shaped(Batch::unlabelled(&items, pad_id), pad_id);
+                model.class_scores(&batch, word_ids, device);
             }
             "forward, file-order batches"
         }

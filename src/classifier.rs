@@ -119,6 +119,16 @@ impl<B: Backend> PromptClassifier<B> {
 }
 
 impl<B: Kernels> PromptClassifier<B> {
+    /// `batch` as this backend computes it: its rows padded to a multiple of
+    /// [`kernels::seq_len_multiple`] (1 on the CPU: unchanged), never past the LM's
+    /// positions. Every entry point that builds a batch for the model (training steps,
+    /// evaluation, the benchmark) passes it through here.
+    pub fn shaped(&self, batch: Batch, pad_id: u32) -> Batch {
+        let m = kernels::seq_len_multiple::<B>().max(1);
+        let len = batch.seq_len.div_ceil(m) * m;
+        batch.padded_to(len.min(self.lm.max_positions()), pad_id)
+    }
+
     /// Input embeddings `[batch, len, hidden]` with the prompt vectors spliced in.
     pub fn input_embeddings(&self, batch: &Batch, device: &B::Device) -> Tensor<B, 3> {
         let (b, l) = (batch.batch_size, batch.seq_len);
@@ -451,7 +461,8 @@ pub fn score_all<B: Kernels>(
         .par_iter()
         .map(|chunk| {
             let items: Vec<_> = chunk.iter().map(|&i| &examples[i]).collect();
-            model.class_scores(&Batch::unlabelled(&items, pad_id), word_ids, device)
+            let batch = model.shaped(Batch::unlabelled(&items, pad_id), pad_id);
+            model.class_scores(&batch, word_ids, device)
         })
         .collect();
     let mut scores = vec![Vec::new(); examples.len()];

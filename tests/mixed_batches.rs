@@ -165,3 +165,65 @@ fn mixed_task_batches_equal_single_task_scoring() {
     let p = mixed.classify(&tok, &one, 8, &device).unwrap();
     assert!(p.windows(2).all(|w| w[0].probs != w[1].probs), "{p:?}");
 }
+
+/// What GPU backends do to every batch (`--len-multiple`, `PromptClassifier::shaped`): rows
+/// padded on to a longer length, the padding masked out. Every kind of task scores the same
+/// and has the same training loss (dropout off) as on the batch at its own length.
+#[test]
+fn batches_padded_past_their_longest_row_score_and_train_the_same() {
+    let device = Default::default();
+    let dir = ModelDir::open(&zh_mini()).unwrap();
+    let lm = dir.load::<B>(&device).unwrap();
+    let tok = dir.tokenizer().unwrap();
+    let texts = [
+        "物流很快，包装完好",
+        "质量太差，再也不买了，客服也不理人",
+        "一般般吧",
+    ];
+    let kinds = [
+        ("[P]*4 [MASK] [P]*4 {text}", "0=不,1=很", 8, 0, false),
+        ("[MASK]{text}", "0=不,1=很", 0, 6, false),
+        ("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true),
+        ("[MASK]*2满意。{text}", "0=不太,1=非常", 0, 0, false),
+    ];
+    for (i, &(template, labels, n_prompts, prefix_len, head)) in kinds.iter().enumerate() {
+        let adapter = Adapter {
+            info: info(template, labels, n_prompts, prefix_len, head),
+            vectors: values(n_prompts * 256, 1 + i as u32, 0.05),
+            prefix: values(prefix_len * 2048, 2 + i as u32, 1.0),
+            head: head.then(|| (values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+            class_bias: None,
+        };
+        let task = adapter.task(&lm, &tok, &device).unwrap();
+        let encoded: Vec<_> = texts
+            .iter()
+            .map(|t| task.template.encode(&tok, t, None, task.max_len).unwrap())
+            .collect();
+        let items: Vec<_> = encoded.iter().zip([1, 0, 1]).collect();
+        let mut batch = ptune::data::Batch::collate(&items, tok.pad_id);
+        let words = &task.verbalizer.word_ids;
+        batch.set_label_targets(words);
+        if head {
+            batch.keep_label_targets_only();
+        }
+        let wide = batch.clone().padded_to(batch.seq_len + 29, tok.pad_id);
+        assert_eq!(wide.seq_len, batch.seq_len + 29);
+        let c = &task.classifier;
+        let (narrow_scores, wide_scores) = (
+            c.class_scores(&batch, words, &device),
+            c.class_scores(&wide, words, &device),
+        );
+        let worst = narrow_scores
+            .iter()
+            .zip(&wide_scores)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{template}: scores differ by {worst:e}");
+        let loss = |b: &ptune::data::Batch| c.loss(b, None, &device).into_scalar();
+        let (a, b) = (loss(&batch), loss(&wide));
+        assert!(
+            a.is_finite() && (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "{template}: {a} vs {b}"
+        );
+    }
+}

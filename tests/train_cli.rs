@@ -796,3 +796,43 @@ fn calibrated_zero_shot_divides_by_the_prior_and_its_adapter_does_the_same() {
     let o = ptune(&["predict", "--adapter", bad.to_str().unwrap(), "很好"]);
     assert_clean_error(&o, &["class_bias has 3 classes, the labels 2"]);
 }
+
+/// `--len-multiple` (what GPU backends do by default) reaches training and evaluation: with
+/// dropout off, a run whose batches are padded to multiples of 48 positions has the numbers
+/// of the run at each batch's own length; with dropout on, the masks cover the wider rows,
+/// so the numbers are the padded run's own (the padding is really computed).
+#[test]
+fn len_multiple_pads_batches_and_changes_nothing_but_rounding() {
+    let data = small_data(120, 30);
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let o = run_owned(&train_args(data.path(), out.path(), extra));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        metrics(out.path())
+    };
+    for method in ["ptune-v2", "finetune", "ptune"] {
+        let base = ["--method", method, "--epochs", "2", "--no-dropout"];
+        let own = run(&base);
+        let padded = run(&[&base[..], &["--len-multiple", "48"]].concat());
+        assert_eq!(own.len(), 2);
+        for (a, b) in own.iter().zip(&padded) {
+            let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "{method}: {x} vs {y}"
+            );
+            assert_eq!(a["valid"]["accuracy"], b["valid"]["accuracy"], "{method}");
+        }
+    }
+    let with_dropout = |extra: &[&str]| {
+        run(&[&["--method", "finetune", "--epochs", "1"][..], extra].concat())[0]["loss"].clone()
+    };
+    assert_ne!(with_dropout(&[]), with_dropout(&["--len-multiple", "48"]));
+    let o = ptune(&["train", "--len-multiple", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.lines().next().unwrap().contains("--len-multiple"),
+        "{said}"
+    );
+}

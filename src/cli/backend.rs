@@ -5,7 +5,7 @@
 use clap::Args;
 
 use ptune::error::{Error, Result};
-use ptune::model::kernels::{Precision, set_matmul_precision};
+use ptune::model::kernels::{Precision, set_matmul_precision, set_seq_len_multiple};
 
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
@@ -23,6 +23,11 @@ pub struct BackendArgs {
     /// slower than f32 (it is there to measure what bf16 does to accuracy).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
+    /// Pad every batch to a length that is a multiple of N before the model computes it
+    /// (default: 32 on GPUs, which compile and tune kernels for each new shape; 1 on the
+    /// CPU). The padding is masked out: results are the same up to float rounding.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub len_multiple: Option<u64>,
 }
 
 /// A compute device, as `--device` names it.
@@ -86,6 +91,7 @@ impl BackendArgs {
     /// Sizes the CPU thread pool as `--threads` asks, and sets the products' precision.
     fn init(&self) {
         set_matmul_precision(self.precision);
+        set_seq_len_multiple(self.len_multiple.map(|m| m as usize));
         if let Some(n) = self.threads {
             // Fails only if the pool was already built; the first setting then stays.
             let _ = rayon::ThreadPoolBuilder::new()

@@ -106,6 +106,7 @@ impl Job for Bench {
                     );
                     let mut line = serde_json::to_value(&t).expect("json");
                     line["precision"] = a.backend.precision.to_string().into();
+                    line["len_multiple"] = ptune::model::kernels::seq_len_multiple::<B>().into();
                     println!("{line}");
                 }
                 What::Ptune | What::Finetune => {
@@ -153,6 +154,7 @@ impl Job for Bench {
                         "seconds": s.train_seconds,
                         "examples_per_s": s.examples_per_s,
                         "precision": a.backend.precision.to_string(),
+                        "len_multiple": ptune::model::kernels::seq_len_multiple::<B>(),
                     });
                     println!("{line}");
                 }

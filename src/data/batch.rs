@@ -169,6 +169,41 @@ impl Batch {
             .collect()
     }
 
+    /// The same batch with every row padded on to `len` positions (a no-op when `len` is not
+    /// longer than `seq_len`): padding ids, token type 0, attention 0, and every flat position
+    /// (`[MASK]` slots, pseudo tokens, targets) moved to the wider rows. The model computes
+    /// the same values at the real positions, up to float rounding; GPU backends use it to
+    /// see fewer distinct shapes (see `Kernels::SEQ_LEN_MULTIPLE`).
+    pub fn padded_to(self, len: usize, pad_id: u32) -> Batch {
+        let l = self.seq_len;
+        if len <= l || l == 0 {
+            return self;
+        }
+        let remap = |p: usize| (p / l) * len + p % l;
+        let widen = |v: &[u32], fill: u32| {
+            let mut out = vec![fill; self.batch_size * len];
+            for (r, row) in v.chunks(l).enumerate() {
+                out[r * len..r * len + l].copy_from_slice(row);
+            }
+            out
+        };
+        Batch {
+            batch_size: self.batch_size,
+            seq_len: len,
+            ids: widen(&self.ids, pad_id),
+            token_types: widen(&self.token_types, 0),
+            attention: widen(&self.attention, 0),
+            mask_positions: self.mask_positions.iter().map(|&p| remap(p)).collect(),
+            pseudo_positions: self
+                .pseudo_positions
+                .iter()
+                .map(|&(p, k)| (remap(p), k))
+                .collect(),
+            targets: self.targets.iter().map(|&(p, t)| (remap(p), t)).collect(),
+            labels: self.labels,
+        }
+    }
+
     /// Whether any token has a non-zero token type (a sentence pair), i.e. whether the model
     /// needs token type ids at all.
     pub fn has_token_types(&self) -> bool {
@@ -286,6 +321,29 @@ mod tests {
         assert_eq!(parts[1].mask_positions, vec![2]);
         assert_eq!(parts[1].pseudo_positions, vec![(1, 0)]);
         assert_eq!(batch.split_rows(1), vec![batch.clone()]);
+    }
+
+    #[test]
+    fn padded_to_widens_rows_and_moves_every_position() {
+        let (a, b) = (enc(3), enc(5));
+        let mut batch = Batch::collate(&[(&a, 1), (&b, 0)], 7);
+        batch.targets = vec![(0, 1000), (2, 1002), (9, 1004)];
+        let wide = batch.clone().padded_to(8, 7);
+        assert_eq!((wide.batch_size, wide.seq_len), (2, 8));
+        assert_eq!(&wide.ids[..8], &[1000, 1001, 1002, 7, 7, 7, 7, 7]);
+        assert_eq!(&wide.ids[8..], &[1000, 1001, 1002, 1003, 1004, 7, 7, 7]);
+        assert_eq!(&wide.attention[8..], &[1, 1, 1, 1, 1, 0, 0, 0]);
+        assert_eq!(wide.mask_positions, vec![2, 10]);
+        assert_eq!(wide.pseudo_positions, vec![(1, 0), (9, 0)]);
+        assert_eq!(wide.targets, vec![(0, 1000), (2, 1002), (12, 1004)]);
+        assert_eq!(wide.labels, vec![1, 0]);
+        for &(p, id) in &wide.targets {
+            assert_eq!(wide.ids[p], id, "a target still points at its token");
+        }
+        // trimming each part to its longest row undoes the padding
+        assert_eq!(wide.split_rows(2), batch.split_rows(2));
+        assert_eq!(batch.clone().padded_to(5, 7), batch);
+        assert_eq!(batch.clone().padded_to(3, 7), batch);
     }
 
     #[test]

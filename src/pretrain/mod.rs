@@ -152,6 +152,7 @@ pub fn pretrain<B: TrainBackend>(
                 spec.micro_batches,
                 scale,
                 mix(c.seed ^ 0xd5, g as u64),
+                m.pad_id,
                 device,
             );
             step_loss += v;

@@ -132,7 +132,6 @@ impl<B: Kernels> MixedTasks<B> {
     /// Class scores of one batch of rows `(task, encoded)`, in row order.
     fn score(&self, rows: &[(usize, &Encoded)], pad_id: u32, device: &B::Device) -> Vec<Vec<f32>> {
         let b = rows.len();
-        let l = rows.iter().map(|(_, e)| e.ids.len()).max().unwrap_or(0);
         // every row is read at the same number k of rows (the most [MASK]s of any task here);
         // rows with fewer repeat their last one, which nothing reads
         let k = rows
@@ -143,7 +142,10 @@ impl<B: Kernels> MixedTasks<B> {
         // padded ids, types and mask as for one task; then every row is read at k rows, and
         // its pseudo tokens index its own task's block of the stacked prompt vectors
         let items: Vec<&Encoded> = rows.iter().map(|&(_, e)| e).collect();
-        let mut batch = Batch::unlabelled(&items, pad_id);
+        let mut batch = self.tasks[rows[0].0]
+            .classifier
+            .shaped(Batch::unlabelled(&items, pad_id), pad_id);
+        let l = batch.seq_len;
         batch.mask_positions.clear();
         batch.pseudo_positions.clear();
         let mut pseudo = Vec::new();

@@ -12,17 +12,23 @@ use crate::model::kernels::mix;
 /// Loss (mean over the batch's targets) and its gradients. The batch's rows are split into
 /// `parts` groups computed on parallel threads, each with its own autodiff graph and dropout
 /// stream, and the gradients summed, so the result is the same step up to float rounding.
-/// Loss and gradients are multiplied by `scale` (gradient accumulation weights).
+/// Each group is padded as the backend wants it ([`PromptClassifier::shaped`], with
+/// `pad_id`). Loss and gradients are multiplied by `scale` (gradient accumulation weights).
 pub fn loss_and_grads<B: TrainBackend>(
     model: &PromptClassifier<B>,
     batch: &Batch,
     parts: usize,
     scale: f64,
     step_seed: u64,
+    pad_id: u32,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
     use rayon::prelude::*;
-    let mut parts = batch.split_rows(parts);
+    let mut parts: Vec<Batch> = batch
+        .split_rows(parts)
+        .into_iter()
+        .map(|p| model.shaped(p, pad_id))
+        .collect();
     // A group without targets adds nothing (and its mean loss would be 0/0).
     parts.retain(|p| !p.targets.is_empty());
     let total = batch.targets.len() as f64;

@@ -336,9 +336,9 @@ impl<B: TrainBackend> Loop<'_, B> {
             let batch = sampler.next_batch();
             lr = c.schedule.lr(c.lr, epoch, state.step);
             let step_seed = mix(seed, state.step as u64);
-            let micro = self.spec.micro_batches;
+            let (micro, pad_id) = (self.spec.micro_batches, self.prepared.tokenizer.pad_id);
             let (value, mut grads) =
-                loss_and_grads(&model, &batch, micro, 1.0, step_seed, self.device);
+                loss_and_grads(&model, &batch, micro, 1.0, step_seed, pad_id, self.device);
             if !value.is_finite() {
                 self.reporter.diverged();
                 return Err(self.diverged(value, epoch, s + 1, lr, state.epoch)?);

@@ -191,6 +191,8 @@ impl<B: Kernels> Backward<B, 3> for LinearTBackward {
 }
 
 impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    const SEQ_LEN_MULTIPLE: usize = B::SEQ_LEN_MULTIPLE;
+
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let backward = SavedTensorBackward::<B> {
             backward: B::gelu_exact_backward,

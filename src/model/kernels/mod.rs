@@ -45,8 +45,35 @@ pub use adam::AdamStep;
 pub use dropout::{MASK_BLOCK, dropout_mask, mix};
 pub use precision::{Precision, matmul_precision, set_matmul_precision};
 
+/// `--len-multiple`, process-wide like the precision (0: each backend's own
+/// [`Kernels::SEQ_LEN_MULTIPLE`]).
+static LEN_MULTIPLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Overrides every backend's [`Kernels::SEQ_LEN_MULTIPLE`] from now on, in this process
+/// (`None`: back to each backend's own). Set once by the CLI, before any model runs.
+pub fn set_seq_len_multiple(m: Option<usize>) {
+    LEN_MULTIPLE.store(m.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The multiple that batches computed on `B` are padded to: the override if one is set,
+/// else the backend's own.
+pub fn seq_len_multiple<B: Kernels>() -> usize {
+    match LEN_MULTIPLE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => B::SEQ_LEN_MULTIPLE,
+        m => m,
+    }
+}
+
 /// A burn backend with ptune's fused kernels.
 pub trait Kernels: Backend {
+    /// Batches are padded to a multiple of this many positions before this backend computes
+    /// them (the longest row rounded up; see [`seq_len_multiple`]). GPU backends compile and
+    /// tune kernels for the shapes they meet, so a length-sorted evaluation or a shuffled
+    /// training set that brings a new length with nearly every batch pays that cost again
+    /// and again; multiples of 32 leave at most four lengths up to 128. The CPU kernels have
+    /// no such cost and compute every padded position, so there it is 1 (no extra padding).
+    const SEQ_LEN_MULTIPLE: usize = 32;
+
     /// Exact GELU, `x Φ(x)` (transformers' `"gelu"`).
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::gelu_exact::<Self>(x)
@@ -207,6 +234,8 @@ pub enum CrossEntropySaved<B: Backend> {
 
 /// The CPU kernels, each falling back to the reference version when it returns `None`.
 impl Kernels for burn::backend::Flex {
+    const SEQ_LEN_MULTIPLE: usize = 1;
+
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         gelu::forward(x.clone()).unwrap_or_else(|| reference::gelu_exact::<Self>(x))
     }
