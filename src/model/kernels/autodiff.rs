@@ -137,9 +137,14 @@ impl<B: Kernels> Backward<B, 2> for MatmulBackward {
     }
 }
 
-/// `x · w + bias` on rows: `dx = dy · wᵀ`, `dw = xᵀ · dy`, `dbias` = column sums of `dy`.
+/// A linear layer on rows: `x · w + bias` with `w` `[in, out]` (`transposed: false`:
+/// `dx = dy · wᵀ`, `dw = xᵀ · dy`), or `x · wᵀ + bias` with `w` `[out, in]` (`transposed:
+/// true`, the tied MLM decoder: `dx = dy · w`, `dw = dyᵀ · x`, in the weight's own layout);
+/// `dbias` = column sums of `dy` either way.
 #[derive(Debug)]
-struct LinearBackward;
+struct LinearBackward {
+    transposed: bool,
+}
 
 impl<B: Kernels> Backward<B, 3> for LinearBackward {
     /// `x` (needed for `dw`), `w` (needed for `dx`).
@@ -149,11 +154,18 @@ impl<B: Kernels> Backward<B, 3> for LinearBackward {
         let (x, w) = ops.state;
         let dy = grads.consume::<B>(&ops.node);
         let [node_x, node_w, node_b] = ops.parents;
+        let t = |m: FloatTensor<B>| B::float_swap_dims(m, 0, 1);
         if let (Some(n), Some(w)) = (node_x, w) {
-            grads.register::<B>(n.id, B::matmul(dy.clone(), B::float_swap_dims(w, 0, 1)));
+            let w = if self.transposed { w } else { t(w) };
+            grads.register::<B>(n.id, B::matmul(dy.clone(), w));
         }
         if let (Some(n), Some(x)) = (node_w, x) {
-            grads.register::<B>(n.id, B::matmul(B::float_swap_dims(x, 0, 1), dy.clone()));
+            let dw = if self.transposed {
+                B::matmul(t(dy.clone()), x)
+            } else {
+                B::matmul(t(x), dy.clone())
+            };
+            grads.register::<B>(n.id, dw);
         }
         if let Some(n) = node_b {
             let out = dy.shape()[1];
@@ -163,29 +175,30 @@ impl<B: Kernels> Backward<B, 3> for LinearBackward {
     }
 }
 
-/// `x · wᵀ + bias` on rows, `w` `[out, in]`: `dx = dy · w`, `dw = dyᵀ · x` (`[out, in]`, the
-/// weight's layout), `dbias` = column sums of `dy`.
-#[derive(Debug)]
-struct LinearTBackward;
-
-impl<B: Kernels> Backward<B, 3> for LinearTBackward {
-    /// `x` (needed for `dw`), `w` (needed for `dx`).
-    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, w) = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        let [node_x, node_w, node_b] = ops.parents;
-        if let (Some(n), Some(w)) = (node_x, w) {
-            grads.register::<B>(n.id, B::matmul(dy.clone(), w));
+/// A linear layer under autodiff, for either weight layout: `forward` on the inner backend,
+/// saving `x` when the weight needs a gradient and the weight when `x` does.
+fn tracked_linear<B: Kernels, C: CheckpointStrategy>(
+    op: LinearBackward,
+    forward: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
+    let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let out = forward(
+                x.primitive.clone(),
+                weight.primitive.clone(),
+                bias.primitive,
+            );
+            let saved_x = w_tracked.then_some(x.primitive);
+            let saved_w = x_tracked.then_some(weight.primitive);
+            prep.finish((saved_x, saved_w), out)
         }
-        if let (Some(n), Some(x)) = (node_w, x) {
-            grads.register::<B>(n.id, B::matmul(B::float_swap_dims(dy.clone(), 0, 1), x));
-        }
-        if let Some(n) = node_b {
-            let out = dy.shape()[1];
-            let db = B::float_reshape(B::float_sum_dim(dy, 0), [out].into());
-            grads.register::<B>(n.id, db);
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(x.primitive, weight.primitive, bias.primitive))
         }
     }
 }
@@ -342,29 +355,13 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
-        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-        match LinearBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::linear_rows(
-                    x.primitive.clone(),
-                    weight.primitive.clone(),
-                    bias.primitive,
-                );
-                let saved_x = w_tracked.then_some(x.primitive);
-                let saved_w = x_tracked.then_some(weight.primitive);
-                prep.finish((saved_x, saved_w), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_rows(
-                x.primitive,
-                weight.primitive,
-                bias.primitive,
-            )),
-        }
+        tracked_linear::<B, C>(
+            LinearBackward { transposed: false },
+            B::linear_rows,
+            x,
+            weight,
+            bias,
+        )
     }
 
     fn linear_rows_t(
@@ -372,28 +369,12 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
-        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-        match LinearTBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::linear_rows_t(
-                    x.primitive.clone(),
-                    weight.primitive.clone(),
-                    bias.primitive,
-                );
-                let saved_x = w_tracked.then_some(x.primitive);
-                let saved_w = x_tracked.then_some(weight.primitive);
-                prep.finish((saved_x, saved_w), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_rows_t(
-                x.primitive,
-                weight.primitive,
-                bias.primitive,
-            )),
-        }
+        tracked_linear::<B, C>(
+            LinearBackward { transposed: true },
+            B::linear_rows_t,
+            x,
+            weight,
+            bias,
+        )
     }
 }
