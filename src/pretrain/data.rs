@@ -178,6 +178,7 @@ pub(super) fn heldout_loss<B: Kernels>(
             if batch.targets.is_empty() {
                 return (0.0, 0);
             }
+            let batch = model.shaped(batch, m.pad_id);
             let loss: f64 = model.loss(&batch, None, device).into_scalar().elem();
             (loss * batch.targets.len() as f64, batch.targets.len())
         })
