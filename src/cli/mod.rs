@@ -6,6 +6,7 @@ mod compare;
 mod export;
 mod fill_mask;
 mod inspect;
+mod merge;
 mod predict;
 mod pretrain;
 mod progress;
@@ -43,6 +44,8 @@ enum Command {
     Compare(compare::Args),
     /// Masked-LM pretraining (from scratch or continued) on plain-text corpora.
     Pretrain(pretrain::Args),
+    /// Weighted average of checkpoints of one architecture, written as a model directory.
+    Merge(merge::Args),
     /// Bake a trained P-tuning run into a small adapter file.
     Export(export::Args),
     /// Classify texts with an adapter.
@@ -65,6 +68,7 @@ pub fn main() -> i32 {
         Command::Train(a) => train::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Pretrain(a) => pretrain::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),

@@ -119,11 +119,22 @@ enum PackingArg {
     Truncate,
 }
 
+/// `--dtype` of the commands that write a model directory (`pretrain`, `merge`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum DTypeArg {
+pub(super) enum DTypeArg {
     F32,
     F16,
     Bf16,
+}
+
+impl DTypeArg {
+    pub(super) fn storage(self) -> StorageDType {
+        match self {
+            DTypeArg::F32 => StorageDType::F32,
+            DTypeArg::F16 => StorageDType::F16,
+            DTypeArg::Bf16 => StorageDType::Bf16,
+        }
+    }
 }
 
 struct PretrainJob(PretrainSpec);
@@ -213,11 +224,7 @@ pub fn run(args: Args) -> Result<()> {
         eval_every: args.eval_every,
         save_every: args.save_every,
         export_every: args.export_every,
-        dtype: match args.dtype {
-            DTypeArg::F32 => StorageDType::F32,
-            DTypeArg::F16 => StorageDType::F16,
-            DTypeArg::Bf16 => StorageDType::Bf16,
-        },
+        dtype: args.dtype.storage(),
         shard_mib: args.shard_mib,
         precision: args.backend.precision.to_string(),
     };
