@@ -39,20 +39,20 @@ def main():
         r = {"name": name, "tokens": float(tokens), "loss": None if loss == "-" else float(loss),
              "manual": (manual["best_valid"], manual["test_at_best_valid"]),
              "zs": (by["zeroshot"][0]["best_valid"], by["zeroshot"][0]["test_at_best_valid"])}
-        for m in ("finetune", "ptune"):
-            r[m + "_valid"] = mean_sd([s["best_valid"] for s in by[m]])
-            r[m + "_test"] = mean_sd([s["test_at_best_valid"] for s in by[m]])
-            r[m + "_n"] = len(by[m])
+        for m in ("finetune", "ptune", "ptune-v2"):
+            r[m + "_valid"] = mean_sd([s["best_valid"] for s in by.get(m, [])])
+            r[m + "_test"] = mean_sd([s["test_at_best_valid"] for s in by.get(m, [])])
+            r[m + "_n"] = len(by.get(m, []))
         rows.append(r)
-    f = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}"
-    print("| backbone | extra MLM tokens | held-out MLM loss (ppl) | zero-shot `[MASK]满意。` valid / test | zero-shot `[P]` valid / test | fine-tuning valid | fine-tuning test | P-tuning valid | P-tuning test | P-tuning − fine-tuning (test) | seeds |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    f = lambda ms: "-" if math.isnan(ms[0]) else f"{ms[0]:.4f} ± {ms[1]:.4f}"
+    print("| backbone | extra MLM tokens | held-out MLM loss (ppl) | zero-shot `[MASK]满意。` valid / test | zero-shot `[P]` valid / test | fine-tuning valid | fine-tuning test | P-tuning valid | P-tuning test | deep prompts valid | deep prompts test | P-tuning − fine-tuning (test) | seeds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         loss = "-" if r["loss"] is None else f"{r['loss']:.3f} ({math.exp(r['loss']):.1f})"
         gap = r["ptune_test"][0] - r["finetune_test"][0]
         print(f"| {r['name']} | {r['tokens']/1e6:.1f} M | {loss} | {r['manual'][0]:.4f} / {r['manual'][1]:.4f} | "
               f"{r['zs'][0]:.4f} / {r['zs'][1]:.4f} | {f(r['finetune_valid'])} | {f(r['finetune_test'])} | "
-              f"{f(r['ptune_valid'])} | {f(r['ptune_test'])} | {gap*100:+.1f} pt | {r['ptune_n']} |")
+              f"{f(r['ptune_valid'])} | {f(r['ptune_test'])} | {f(r['ptune-v2_valid'])} | {f(r['ptune-v2_test'])} | {gap*100:+.1f} pt | {r['ptune_n']} |")
     # plot: test accuracy against extra tokens
     W, H, L, B = 640, 400, 60, 50
     xs = [r["tokens"] / 1e6 for r in rows]
@@ -62,6 +62,7 @@ def main():
     Y = lambda y: H - B - (H - B - 30) * (y - ymin) / (ymax - ymin)
     series = [("fine-tuning", "#1f77b4", [r["finetune_test"][0] for r in rows]),
               ("P-tuning", "#ff7f0e", [r["ptune_test"][0] for r in rows]),
+              ("deep prompts", "#d62728", [r["ptune-v2_test"][0] for r in rows]),
               ("zero-shot [MASK]满意。", "#2ca02c", [r["manual"][1] for r in rows]),
               ("zero-shot [P]", "#9467bd", [r["zs"][1] for r in rows])]
     order = sorted(range(len(rows)), key=lambda i: xs[i])
@@ -75,6 +76,7 @@ def main():
     for x in sorted(set(xs)):
         parts.append(f'<text x="{X(x)}" y="{H-B+16}" text-anchor="middle">{x:.1f}</text>')
     parts.append(f'<text x="{(W+L)/2}" y="{H-12}" text-anchor="middle">extra MLM tokens (millions) beyond zh-mini</text>')
+    series = [s for s in series if not any(math.isnan(y) for y in s[2])]
     for j, (label, color, ys) in enumerate(series):
         pts = " ".join(f"{X(xs[i]):.1f},{Y(ys[i]):.1f}" for i in order)
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
