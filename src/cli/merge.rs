@@ -51,10 +51,7 @@ pub fn run(a: Args) -> Result<()> {
     let device = Default::default();
     let lm = ptune::model::io::merge::merge_models::<ptune::Cpu>(&parts, &device)?;
     let first = &parts[0].0;
-    let opts = SaveOptions {
-        dtype: a.dtype.storage(),
-        max_shard_bytes: (a.shard_mib > 0).then_some(a.shard_mib << 20),
-    };
+    let opts = SaveOptions::with_shard_mib(a.dtype.storage(), a.shard_mib);
     save_model_dir(
         &lm,
         &first.config,

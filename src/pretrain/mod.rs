@@ -91,10 +91,7 @@ pub fn pretrain<B: TrainBackend>(
         config: &model_config,
         vocab_file,
         lowercase,
-        save: SaveOptions {
-            dtype: c.dtype,
-            max_shard_bytes: (c.shard_mib > 0).then_some(c.shard_mib << 20),
-        },
+        save: SaveOptions::with_shard_mib(c.dtype, c.shard_mib),
     };
 
     let bpe = data.train.len() / c.batch_size;

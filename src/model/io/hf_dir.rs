@@ -20,6 +20,16 @@ pub struct SaveOptions {
     pub max_shard_bytes: Option<usize>,
 }
 
+impl SaveOptions {
+    /// The options behind `--dtype` and `--shard-mib` (0: one file).
+    pub fn with_shard_mib(dtype: StorageDType, shard_mib: usize) -> Self {
+        SaveOptions {
+            dtype,
+            max_shard_bytes: (shard_mib > 0).then_some(shard_mib << 20),
+        }
+    }
+}
+
 /// Writes `lm` as a Hugging Face model directory at `out`. The files are written to a
 /// temporary sibling directory that then replaces `out`, so `out` is never half-written.
 pub fn save_model_dir<B: Backend>(
