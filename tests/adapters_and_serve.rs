@@ -248,6 +248,72 @@ fn adapters_predict_like_their_runs() {
 }
 
 #[test]
+fn ptune_with_a_linear_head_exports_an_adapter_that_predicts_like_its_run() {
+    // the quick recipe's P-tuning: prompt vectors and a linear head on the [MASK] state
+    let t = trained();
+    let run = tempfile::tempdir().unwrap();
+    ok(ptune(&[
+        "train",
+        "--method",
+        "ptune",
+        "--data",
+        t.data.path().to_str().unwrap(),
+        "--out",
+        run.path().to_str().unwrap(),
+        "--quiet",
+        "--shots",
+        "8",
+        "--epochs",
+        "2",
+        "--passes",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--head",
+        "linear",
+        "--head-lr",
+        "3e-3",
+        "--max-len",
+        "64",
+    ]));
+    let adapter = run.path().join("head.adapter");
+    ok(ptune(&[
+        "export",
+        "--run",
+        run.path().to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]));
+    let read = ptune::adapter::Adapter::read(&adapter).unwrap();
+    assert!(
+        read.info.head && !read.info.head_on_cls && read.info.prefix_len == 0,
+        "{:?}",
+        read.info
+    );
+    assert_eq!(read.vectors.len(), 8 * 256, "the 8 prompt vectors");
+    let gold: Vec<String> = fs::read_to_string(t.valid())
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
+    let preds = predict_jsonl(&adapter, &t.valid());
+    let correct = preds
+        .iter()
+        .zip(&gold)
+        .filter(|(p, g)| p["label"] == **g)
+        .count();
+    let summary: Value =
+        serde_json::from_slice(&fs::read(run.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        correct as f64 / gold.len() as f64,
+        summary["best_valid"].as_f64().unwrap(),
+        "adapter ≠ run"
+    );
+}
+
+#[test]
 fn unlabelled_csv_and_jsonl_input_predict_like_tsv() {
     let t = trained();
     let tmp = tempfile::tempdir().unwrap();

@@ -72,7 +72,7 @@ fn a_fine_tuned_run_is_refused_by_export_and_its_best_dir_loads_as_a_model() {
     let data = small_data(40, 20);
     let out = tempfile::tempdir().unwrap();
     let tiny = fixture("tiny-bert");
-    let o = ptune(&[
+    let args = vec![
         "train",
         "--method",
         "finetune",
@@ -95,7 +95,8 @@ fn a_fine_tuned_run_is_refused_by_export_and_its_best_dir_loads_as_a_model() {
         "1",
         "--threads",
         "2",
-    ]);
+    ];
+    let o = ptune(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let best = out.path().join("best");
     for f in ["model.safetensors", "config.json", "vocab.txt"] {
@@ -117,6 +118,27 @@ fn a_fine_tuned_run_is_refused_by_export_and_its_best_dir_loads_as_a_model() {
             "a finetune run",
             "use its best/ model directory instead",
         ],
+    );
+    assert!(!adapter.exists());
+    // with a linear head (the quick recipe's), the refusal says where the head is
+    let with_head = tempfile::tempdir().unwrap();
+    let mut args = args.clone();
+    let at = args.iter().position(|a| *a == "--out").unwrap();
+    args[at + 1] = with_head.path().to_str().unwrap();
+    args.extend(["--head", "linear"]);
+    let o = ptune(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(with_head.path().join("best/head.safetensors").is_file());
+    let o = ptune(&[
+        "export",
+        "--run",
+        with_head.path().to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]);
+    assert_clean_error(
+        &o,
+        &["a finetune run", "best/head.safetensors", "--head mlm"],
     );
     assert!(!adapter.exists());
     // ... and that directory is a model: it loads and predicts

@@ -49,12 +49,17 @@ pub fn export_run<B: crate::model::kernels::Kernels>(
     let (vectors, source) = match config.method {
         _ if config.lm_trains() => {
             return Err(Error::invalid(format!(
-                "{}: only runs with a frozen LM (ptune, ptune-v2, zeroshot) can be exported; a {} run changed the backbone itself — use its best/ model directory instead",
+                "{}: only runs with a frozen LM (ptune, ptune-v2, zeroshot) can be exported; a {} run changed the backbone itself — use its best/ model directory instead{}",
                 run_dir.display(),
                 if config.tune_lm {
                     "ptune with tune_lm"
                 } else {
                     config.method.name()
+                },
+                if config.head.is_linear() {
+                    " (its linear head, best/head.safetensors, is not part of that model: with --head mlm the model classifies by its label words alone)"
+                } else {
+                    ""
                 }
             )));
         }
