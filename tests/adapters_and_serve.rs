@@ -29,18 +29,16 @@ fn ok(out: std::process::Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A short P-tuning run and a zero-shot manual-template run, each exported as an adapter.
-fn make_adapters(data: &Path, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let d = data.to_str().unwrap();
-    let (pt, zs) = (dir.join("pt"), dir.join("zs"));
-    ok(ptune(&[
+/// A short P-tuning run on `data` into `out`, with `extra` flags.
+fn train_ptune(data: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
         "train",
         "--method",
         "ptune",
         "--data",
-        d,
+        data.to_str().unwrap(),
         "--out",
-        pt.to_str().unwrap(),
+        out.to_str().unwrap(),
         "--quiet",
         "--shots",
         "8",
@@ -54,7 +52,40 @@ fn make_adapters(data: &Path, dir: &Path) -> (std::path::PathBuf, std::path::Pat
         "1e-3",
         "--max-len",
         "64",
-    ]));
+    ];
+    args.extend(extra);
+    ok(ptune(&args));
+}
+
+/// The fraction of `valid` that `predict` through `adapter` labels right.
+fn predict_accuracy(adapter: &Path, valid: &Path) -> f64 {
+    let gold: Vec<String> = fs::read_to_string(valid)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
+    let preds = predict_jsonl(adapter, valid);
+    assert_eq!(preds.len(), gold.len());
+    let correct = preds
+        .iter()
+        .zip(&gold)
+        .filter(|(p, g)| p["label"] == **g)
+        .count();
+    correct as f64 / gold.len() as f64
+}
+
+/// A run's best valid accuracy, from its `summary.json`.
+fn best_valid(run: &Path) -> f64 {
+    let summary: Value =
+        serde_json::from_slice(&fs::read(run.join("summary.json")).unwrap()).unwrap();
+    summary["best_valid"].as_f64().unwrap()
+}
+
+/// A short P-tuning run and a zero-shot manual-template run, each exported as an adapter.
+fn make_adapters(data: &Path, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = data.to_str().unwrap();
+    let (pt, zs) = (dir.join("pt"), dir.join("zs"));
+    train_ptune(data, &pt, &[]);
     ok(ptune(&[
         "train",
         "--method",
@@ -223,25 +254,10 @@ fn adapters_predict_like_their_runs() {
     // accuracy of `predict` on valid.tsv equals the best epoch's valid accuracy (same batches:
     // length-sorted, 64 rows)
     let t = trained();
-    let gold: Vec<String> = fs::read_to_string(t.valid())
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit('\t').next().unwrap().to_string())
-        .collect();
     for (adapter, run) in [(&t.pt, "pt"), (&t.zs, "zs")] {
-        let preds = predict_jsonl(adapter, &t.valid());
-        assert_eq!(preds.len(), gold.len());
-        let correct = preds
-            .iter()
-            .zip(&gold)
-            .filter(|(p, g)| p["label"] == **g)
-            .count();
-        let summary: Value =
-            serde_json::from_slice(&fs::read(t.dir.path().join(run).join("summary.json")).unwrap())
-                .unwrap();
         assert_eq!(
-            correct as f64 / gold.len() as f64,
-            summary["best_valid"].as_f64().unwrap(),
+            predict_accuracy(adapter, &t.valid()),
+            best_valid(&t.dir.path().join(run)),
             "{run}: adapter ≠ run"
         );
     }
@@ -252,32 +268,8 @@ fn ptune_with_a_linear_head_exports_an_adapter_that_predicts_like_its_run() {
     // the quick recipe's P-tuning: prompt vectors and a linear head on the [MASK] state
     let t = trained();
     let run = tempfile::tempdir().unwrap();
-    ok(ptune(&[
-        "train",
-        "--method",
-        "ptune",
-        "--data",
-        t.data.path().to_str().unwrap(),
-        "--out",
-        run.path().to_str().unwrap(),
-        "--quiet",
-        "--shots",
-        "8",
-        "--epochs",
-        "2",
-        "--passes",
-        "2",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--head",
-        "linear",
-        "--head-lr",
-        "3e-3",
-        "--max-len",
-        "64",
-    ]));
+    let extra = ["--head", "linear", "--head-lr", "3e-3"];
+    train_ptune(t.data.path(), run.path(), &extra);
     let adapter = run.path().join("head.adapter");
     ok(ptune(&[
         "export",
@@ -293,22 +285,9 @@ fn ptune_with_a_linear_head_exports_an_adapter_that_predicts_like_its_run() {
         read.info
     );
     assert_eq!(read.vectors.len(), 8 * 256, "the 8 prompt vectors");
-    let gold: Vec<String> = fs::read_to_string(t.valid())
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit('\t').next().unwrap().to_string())
-        .collect();
-    let preds = predict_jsonl(&adapter, &t.valid());
-    let correct = preds
-        .iter()
-        .zip(&gold)
-        .filter(|(p, g)| p["label"] == **g)
-        .count();
-    let summary: Value =
-        serde_json::from_slice(&fs::read(run.path().join("summary.json")).unwrap()).unwrap();
     assert_eq!(
-        correct as f64 / gold.len() as f64,
-        summary["best_valid"].as_f64().unwrap(),
+        predict_accuracy(&adapter, &t.valid()),
+        best_valid(run.path()),
         "adapter ≠ run"
     );
 }
