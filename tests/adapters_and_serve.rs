@@ -103,20 +103,8 @@ fn make_adapters(data: &Path, dir: &Path) -> (std::path::PathBuf, std::path::Pat
         "0=不,1=很",
     ]));
     let (a, b) = (dir.join("pt.adapter"), dir.join("zs.adapter"));
-    ok(ptune(&[
-        "export",
-        "--run",
-        pt.to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-    ]));
-    ok(ptune(&[
-        "export",
-        "--run",
-        zs.to_str().unwrap(),
-        "--out",
-        b.to_str().unwrap(),
-    ]));
+    ok(export(&pt, &a));
+    ok(export(&zs, &b));
     (a, b)
 }
 
@@ -271,13 +259,7 @@ fn ptune_with_a_linear_head_exports_an_adapter_that_predicts_like_its_run() {
     let extra = ["--head", "linear", "--head-lr", "3e-3"];
     train_ptune(t.data.path(), run.path(), &extra);
     let adapter = run.path().join("head.adapter");
-    ok(ptune(&[
-        "export",
-        "--run",
-        run.path().to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]));
+    ok(export(run.path(), &adapter));
     let read = ptune::adapter::Adapter::read(&adapter).unwrap();
     assert!(
         read.info.head && !read.info.head_on_cls && read.info.prefix_len == 0,
@@ -563,13 +545,7 @@ fn adapter_for_another_backbone_is_refused() {
         "--quiet",
     ]));
     let adapter = tmp.path().join("zs.adapter");
-    ok(ptune(&[
-        "export",
-        "--run",
-        zs.to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]));
+    ok(export(&zs, &adapter));
     // same architecture and vocabulary, one weight changed: a different backbone
     let other = copy_dir(&zh_mini());
     let p = other.path().join("model.safetensors");

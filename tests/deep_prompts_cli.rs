@@ -278,13 +278,7 @@ fn cls_head_trains_exports_and_predicts_the_runs_test_accuracy() {
         "[CLS] vs [MASK] head"
     );
     let adapter = cls.path().join("cls.adapter");
-    let o = ptune(&[
-        "export",
-        "--run",
-        cls.path().to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]);
+    let o = export(cls.path(), &adapter);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = ptune::adapter::Adapter::read(&adapter).unwrap();
     assert!(read.info.head && read.info.head_on_cls, "{:?}", read.info);

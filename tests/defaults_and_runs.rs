@@ -104,13 +104,7 @@ fn a_fine_tuned_run_is_refused_by_export_and_its_best_dir_loads_as_a_model() {
     }
     // the real refusal: a fine-tuned run changed the backbone, so it is no adapter
     let adapter = out.path().join("x.adapter");
-    let o = ptune(&[
-        "export",
-        "--run",
-        out.path().to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]);
+    let o = export(out.path(), &adapter);
     assert_clean_error(
         &o,
         &[
@@ -129,13 +123,7 @@ fn a_fine_tuned_run_is_refused_by_export_and_its_best_dir_loads_as_a_model() {
     let o = ptune(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(with_head.path().join("best/head.safetensors").is_file());
-    let o = ptune(&[
-        "export",
-        "--run",
-        with_head.path().to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]);
+    let o = export(with_head.path(), &adapter);
     assert_clean_error(
         &o,
         &["a finetune run", "best/head.safetensors", "--head mlm"],

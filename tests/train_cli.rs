@@ -684,13 +684,7 @@ fn calibrated_zero_shot_divides_by_the_prior_and_its_adapter_does_the_same() {
         let o = run_owned(&a);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let adapter = dir.path().join(format!("{name}.adapter"));
-        let o = ptune(&[
-            "export",
-            "--run",
-            out.to_str().unwrap(),
-            "--out",
-            adapter.to_str().unwrap(),
-        ]);
+        let o = export(&out, &adapter);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (out, adapter)
     };

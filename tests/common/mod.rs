@@ -31,6 +31,17 @@ pub fn ptune(args: &[&str]) -> Output {
         .expect("run ptune")
 }
 
+/// `ptune export --run RUN --out ADAPTER`.
+pub fn export(run: &Path, adapter: &Path) -> Output {
+    ptune(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ])
+}
+
 /// Asserts the command failed cleanly: exit code 2, one line on stderr that contains each
 /// of `needles`, and no panic.
 pub fn assert_clean_error(out: &Output, needles: &[&str]) -> String {
