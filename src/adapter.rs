@@ -71,6 +71,10 @@ pub struct AdapterInfo {
     /// The head reads the `[CLS]` hidden state instead of the first `[MASK]`'s.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub head_on_cls: bool,
+    /// The head reads the MLM head's transform of the first `[MASK]`'s state (a
+    /// `verbalizer` head, see [`Head::Verbalizer`](crate::classifier::Head::Verbalizer)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_on_transform: bool,
 }
 
 /// A trained task as stored in an adapter file: description and tensors.
@@ -197,6 +201,11 @@ impl Adapter {
         }
         if info.head_on_cls && !info.head {
             return Err(bad("metadata: head_on_cls needs head: true".into()));
+        }
+        if info.head_on_transform && (!info.head || info.head_on_cls) {
+            return Err(bad(
+                "metadata: head_on_transform needs head: true and no head_on_cls".into(),
+            ));
         }
         let map = parse_safetensors(&bytes).map_err(bad)?;
         let vectors = match map.get("prompt_vectors") {
@@ -431,6 +440,7 @@ impl Adapter {
                 deep,
                 head,
                 head_on_cls: self.info.head_on_cls,
+                head_on_transform: self.info.head_on_transform,
                 class_bias,
             },
             template,

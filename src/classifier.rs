@@ -1,7 +1,8 @@
 //! The prompt-based classifier: a BERT masked LM, optionally a prompt encoder whose vectors
 //! replace the pseudo tokens' input embeddings, optionally deep prompts (per-layer prefix keys
 //! and values), and the class read at `[MASK]` through the label words by the MLM head, or by
-//! a small linear head on the `[MASK]` (or `[CLS]`) hidden state.
+//! a small linear head on the `[MASK]` (or `[CLS]`) hidden state, or on the MLM head's
+//! transform of the `[MASK]` state (started from the label words' decoder rows).
 
 use std::str::FromStr;
 
@@ -36,6 +37,9 @@ pub struct PromptClassifier<B: Backend> {
     /// The linear head reads the `[CLS]` hidden state (each row's first position) instead of
     /// the first `[MASK]`'s.
     pub head_on_cls: bool,
+    /// The linear head reads the MLM head's transform (dense, GELU, LayerNorm) of the state
+    /// instead of the state itself ([`Head::Verbalizer`]).
+    pub head_on_transform: bool,
     /// Added to the label-word class scores (MLM head only): contextual calibration, see
     /// [`content_free_bias`]. `None`: the scores as the LM gives them.
     pub class_bias: Option<Vec<f32>>,
@@ -52,12 +56,17 @@ pub enum Head {
     Linear,
     /// A trainable linear layer on the `[CLS]` hidden state (P-tuning v2's head for NLU).
     Cls,
+    /// A trainable linear layer on the MLM head's transform of the `[MASK]` state, started as
+    /// the label words' decoder rows and biases: at step 0 it is the label-word classifier
+    /// (for one-token label words), and then it learns. Prompt-based fine-tuning seen as a
+    /// head initialised from the verbalizer (Gao et al. 2021, LM-BFF).
+    Verbalizer,
 }
 
 impl Head {
     /// A trainable linear head (on `[MASK]` or `[CLS]`) rather than the label words.
     pub fn is_linear(self) -> bool {
-        matches!(self, Head::Linear | Head::Cls)
+        matches!(self, Head::Linear | Head::Cls | Head::Verbalizer)
     }
 }
 
@@ -68,8 +77,9 @@ impl FromStr for Head {
             "mlm" => Ok(Self::Mlm),
             "linear" => Ok(Self::Linear),
             "cls" => Ok(Self::Cls),
+            "verbalizer" => Ok(Self::Verbalizer),
             _ => Err(format!(
-                "unknown head \"{s}\" (expected mlm, linear or cls)"
+                "unknown head \"{s}\" (expected mlm, linear, cls or verbalizer)"
             )),
         }
     }
@@ -95,6 +105,7 @@ impl<B: Backend> PromptClassifier<B> {
             deep: None,
             head: None,
             head_on_cls: false,
+            head_on_transform: false,
             class_bias: None,
         }
     }
@@ -119,6 +130,20 @@ impl<B: Backend> PromptClassifier<B> {
 }
 
 impl<B: Kernels> PromptClassifier<B> {
+    /// The linear head's class scores `[n, classes]` for hidden states `[n, hidden]` read at
+    /// its positions (through the MLM head's transform for [`Head::Verbalizer`]).
+    ///
+    /// # Panics
+    /// Without a linear head.
+    pub fn head_scores(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        let head = self.head.as_ref().expect("a linear head");
+        if self.head_on_transform {
+            head.forward(self.lm.head_transform(hidden))
+        } else {
+            head.forward(hidden)
+        }
+    }
+
     /// `batch` as this backend computes it: its rows padded to a multiple of
     /// [`kernels::seq_len_multiple`] (1 on the CPU: unchanged), never past the LM's
     /// positions. Every entry point that builds a batch for the model (training steps,
@@ -206,14 +231,14 @@ impl<B: Kernels> PromptClassifier<B> {
         dropout_seed: Option<u64>,
         device: &B::Device,
     ) -> Tensor<B, 1> {
-        if let Some(head) = &self.head {
+        if self.head.is_some() {
             let rows = self.head_rows(batch);
             let hidden = self
                 .hidden(batch, dropout_seed, device)
                 .select(0, int_tensor::<B, 1>(&rows, [rows.len()], device));
             let labels: Vec<u32> = batch.labels.iter().map(|&l| l as u32).collect();
             return kernels::cross_entropy(
-                head.forward(hidden),
+                self.head_scores(hidden),
                 int_tensor::<B, 1>(&labels, [labels.len()], device),
             );
         }
@@ -236,9 +261,9 @@ impl<B: Kernels> PromptClassifier<B> {
         word_ids: &[Vec<u32>],
         device: &B::Device,
     ) -> Vec<Vec<f32>> {
-        if let Some(head) = &self.head {
+        if self.head.is_some() {
             let rows = self.head_rows(batch);
-            let data = to_host(head.forward(self.hidden_rows(batch, &rows, device))).data;
+            let data = to_host(self.head_scores(self.hidden_rows(batch, &rows, device))).data;
             let c = data.len() / batch.batch_size.max(1);
             return data.chunks(c.max(1)).map(|r| r.to_vec()).collect();
         }
@@ -496,6 +521,29 @@ pub fn linear_head_init<B: Backend>(
         RawTensor::new(vec![classes], u(classes)),
     );
     linear_head_from_tensors(&map, hidden, classes, device).expect("shapes built here")
+}
+
+/// A [`Head::Verbalizer`] head at its start: class `c`'s weight row and bias are the MLM
+/// decoder's row and bias of its label word's first token (`word_ids[c][0]`, the token at the
+/// first `[MASK]`, where the head reads).
+pub fn verbalizer_head_init<B: Kernels>(
+    lm: &BertForMaskedLM<B>,
+    word_ids: &[Vec<u32>],
+    device: &B::Device,
+) -> Linear<B> {
+    let first: Vec<u32> = word_ids.iter().map(|w| w[0]).collect();
+    let ids = int_tensor::<B, 1>(&first, [first.len()], device);
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(
+        "weight".to_string(),
+        to_host(lm.decoder_weight().select(0, ids.clone())),
+    );
+    map.insert(
+        "bias".to_string(),
+        to_host(lm.cls.predictions.bias.val().select(0, ids)),
+    );
+    linear_head_from_tensors(&map, lm.hidden_size(), first.len(), device)
+        .expect("decoder rows have the hidden width")
 }
 
 /// A linear head from `weight` `[classes, hidden]` and `bias` `[classes]` (PyTorch layout).

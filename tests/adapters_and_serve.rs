@@ -253,25 +253,31 @@ fn adapters_predict_like_their_runs() {
 
 #[test]
 fn ptune_with_a_linear_head_exports_an_adapter_that_predicts_like_its_run() {
-    // the quick recipe's P-tuning: prompt vectors and a linear head on the [MASK] state
+    // the quick recipe's P-tuning: prompt vectors and a linear head on the [MASK] state; and
+    // the head read through the MLM head's transform, started from the label words
     let t = trained();
-    let run = tempfile::tempdir().unwrap();
-    let extra = ["--head", "linear", "--head-lr", "3e-3"];
-    train_ptune(t.data.path(), run.path(), &extra);
-    let adapter = run.path().join("head.adapter");
-    ok(export(run.path(), &adapter));
-    let read = ptune::adapter::Adapter::read(&adapter).unwrap();
-    assert!(
-        read.info.head && !read.info.head_on_cls && read.info.prefix_len == 0,
-        "{:?}",
-        read.info
-    );
-    assert_eq!(read.vectors.len(), 8 * 256, "the 8 prompt vectors");
-    assert_eq!(
-        predict_accuracy(&adapter, &t.valid()),
-        best_valid(run.path()),
-        "adapter ≠ run"
-    );
+    for (head, on_transform) in [("linear", false), ("verbalizer", true)] {
+        let run = tempfile::tempdir().unwrap();
+        let extra = ["--head", head, "--head-lr", "3e-3"];
+        train_ptune(t.data.path(), run.path(), &extra);
+        let adapter = run.path().join("head.adapter");
+        ok(export(run.path(), &adapter));
+        let read = ptune::adapter::Adapter::read(&adapter).unwrap();
+        assert!(
+            read.info.head
+                && !read.info.head_on_cls
+                && read.info.head_on_transform == on_transform
+                && read.info.prefix_len == 0,
+            "{head}: {:?}",
+            read.info
+        );
+        assert_eq!(read.vectors.len(), 8 * 256, "the 8 prompt vectors");
+        assert_eq!(
+            predict_accuracy(&adapter, &t.valid()),
+            best_valid(run.path()),
+            "{head}: adapter ≠ run"
+        );
+    }
 }
 
 #[test]
@@ -601,6 +607,7 @@ fn adapter_size_at_bert_base_width() {
             num_heads: 0,
             head: false,
             head_on_cls: false,
+            head_on_transform: false,
         },
         vectors: (0..8 * 768).map(|i| i as f32 * 0.001).collect(),
         prefix: Vec::new(),

@@ -341,6 +341,7 @@ fn deep_prompt_adapters_are_checked_against_the_backbone() {
             num_heads: 4,
             head: false,
             head_on_cls: false,
+            head_on_transform: false,
         },
         vectors: Vec::new(),
         prefix: (0..3 * 2048)
@@ -447,7 +448,7 @@ fn head_learning_rate_is_its_own_and_checked() {
         slow[1]["loss"], joint[1]["loss"],
         "--head-lr changed nothing"
     );
-    // the quick recipe's head lr is its linear head's: another head drops it
+    // the quick recipe's head lr is its trained head's: the label words drop it
     let out = tempfile::tempdir().unwrap();
     let o = run_owned(&v2_args(data.path(), out.path(), &["--head", "mlm"]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -462,7 +463,7 @@ fn head_learning_rate_is_its_own_and_checked() {
         out.path(),
         &["--head", "mlm", "--head-lr", "1e-3"],
     ));
-    assert_clean_error(&o, &["--head-lr applies to a linear head only"]);
+    assert_clean_error(&o, &["--head-lr applies to a trained head only"]);
     let o = run_owned(&v2_args(data.path(), out.path(), &["--head-lr", "0"]));
     assert_clean_error(&o, &["--head-lr must be a positive number"]);
 }

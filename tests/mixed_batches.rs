@@ -1,12 +1,14 @@
 //! The server's mixed-task batches: rows of different adapters (P-tuning vectors, deep-prompt
-//! prefixes of different lengths, a linear head on `[MASK]` and the same head on `[CLS]`, a
-//! two-token manual template, the same template calibrated) in one forward pass give what each
-//! task gives alone.
+//! prefixes of different lengths, a linear head on `[MASK]`, the same head on `[CLS]` and on the
+//! MLM head's transform, a two-token manual template, the same template calibrated) in one
+//! forward pass give what each task gives alone. And a verbalizer head at its start is the
+//! label-word classifier.
 
 mod common;
 
 use common::*;
 use ptune::adapter::{Adapter, AdapterInfo, FORMAT, FORMAT_V2, Task};
+use ptune::classifier::verbalizer_head_init;
 use ptune::model::ModelDir;
 use ptune::serve::mixed::MixedTasks;
 
@@ -38,6 +40,7 @@ fn info(
         num_heads: if prefix_len > 0 { 4 } else { 0 },
         head,
         head_on_cls: false,
+        head_on_transform: false,
     }
 }
 
@@ -85,6 +88,17 @@ fn mixed_task_batches_equal_single_task_scoring() {
         Adapter {
             info: AdapterInfo {
                 head_on_cls: true,
+                ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
+            },
+            vectors: values(2 * 256, 3, 0.05),
+            prefix: values(3 * 2048, 4, 1.0),
+            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+            class_bias: None,
+        },
+        // and read through the MLM head's transform (a verbalizer head)
+        Adapter {
+            info: AdapterInfo {
+                head_on_transform: true,
                 ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
             },
             vectors: values(2 * 256, 3, 0.05),
@@ -224,6 +238,59 @@ fn batches_padded_past_their_longest_row_score_and_train_the_same() {
         assert!(
             a.is_finite() && (a - b).abs() <= 1e-5 * a.abs().max(1.0),
             "{template}: {a} vs {b}"
+        );
+    }
+}
+
+/// `--head verbalizer` starts from the label words' decoder rows and biases on the MLM head's
+/// transform: before any training it scores like the label words (one-`[MASK]` templates,
+/// with and without P-tuning vectors and deep prompts), and the same head on the untransformed
+/// state does not.
+#[test]
+fn a_verbalizer_head_starts_as_the_label_words() {
+    let device = Default::default();
+    let dir = ModelDir::open(&zh_mini()).unwrap();
+    let lm = dir.load::<B>(&device).unwrap();
+    let tok = dir.tokenizer().unwrap();
+    let texts = ["物流很快，包装完好", "质量太差，再也不买了", "一般般吧"];
+    for (template, labels, n_prompts, prefix_len) in [
+        ("[MASK]满意。{text}", "0=不,1=很", 0, 0),
+        ("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3),
+    ] {
+        let task = Adapter {
+            info: info(template, labels, n_prompts, prefix_len, false),
+            vectors: values(n_prompts * 256, 3, 0.05),
+            prefix: values(prefix_len * 2048, 4, 1.0),
+            head: None,
+            class_bias: None,
+        }
+        .task(&lm, &tok, &device)
+        .unwrap();
+        let words = &task.verbalizer.word_ids;
+        let encoded: Vec<_> = texts
+            .iter()
+            .map(|t| task.template.encode(&tok, t, None, task.max_len).unwrap())
+            .collect();
+        let items: Vec<_> = encoded.iter().collect();
+        let batch = ptune::data::Batch::unlabelled(&items, tok.pad_id);
+        let mut headed = task.classifier.clone();
+        headed.head = Some(verbalizer_head_init(&headed.lm, words, &device));
+        headed.head_on_transform = true;
+        let want = task.classifier.class_scores(&batch, words, &device);
+        let got = headed.class_scores(&batch, words, &device);
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{template}: scores differ by {worst:e}");
+        headed.head_on_transform = false;
+        let untransformed = headed.class_scores(&batch, words, &device);
+        assert!(
+            want.iter()
+                .zip(&untransformed)
+                .any(|(a, b)| max_abs_diff(a, b) > 1e-2),
+            "{template}: the transform made no difference"
         );
     }
 }

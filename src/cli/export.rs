@@ -66,7 +66,12 @@ impl InferJob for Export {
             a.dtype,
             i.n_prompts,
             i.hidden_size,
-            if i.head { ", linear head" } else { "" },
+            match (i.head, i.head_on_cls, i.head_on_transform) {
+                (false, ..) => "",
+                (true, true, _) => ", linear head on [CLS]",
+                (true, _, true) => ", verbalizer head",
+                (true, ..) => ", linear head",
+            },
             i.template,
             i.labels,
             &i.backbone[..16]

@@ -121,7 +121,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub prefix_init: Option<PrefixInit>,
     /// How the class is read: mlm (the label words at [MASK]), linear (a trainable head on the
-    /// [MASK] hidden state) or cls (a trainable head on the [CLS] hidden state).
+    /// [MASK] hidden state), cls (a trainable head on the [CLS] hidden state) or verbalizer (a
+    /// trainable head on the MLM head's transform of the [MASK] state, started as the label
+    /// words).
     #[arg(long)]
     pub head: Option<Head>,
     /// Zero-shot: divide every prediction by the LM's prior over the label words under the
@@ -149,7 +151,7 @@ pub struct RunArgs {
     pub max_len: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Learning rate of the linear head (--head linear), on the same schedule (default: --lr)
+    /// Learning rate of a trained head (--head linear, cls or verbalizer), on the same schedule (default: --lr)
     #[arg(long)]
     pub head_lr: Option<f64>,
     #[arg(long)]
@@ -222,7 +224,7 @@ impl RunArgs {
         if self.head_lr.is_some() {
             c.head_lr = self.head_lr;
         } else if !c.head.is_linear() {
-            // a recipe's head lr belongs to its linear head: asking for another head drops it
+            // a recipe's head lr belongs to its trained head: asking for the label words drops it
             c.head_lr = None;
         }
         if self.no_mlm_aug {

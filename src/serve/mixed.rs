@@ -248,9 +248,9 @@ impl<B: Kernels> MixedTasks<B> {
         }
         // linear-head rows: each task's head on its rows' first [MASK] (or [CLS])
         for (t, task) in self.tasks.iter().enumerate() {
-            let Some(head) = &task.classifier.head else {
+            if task.classifier.head.is_none() {
                 continue;
-            };
+            }
             let mine: Vec<u32> = (0..b)
                 .filter(|&i| rows[i].0 == t)
                 .map(|i| (i * k) as u32)
@@ -261,7 +261,7 @@ impl<B: Kernels> MixedTasks<B> {
             let sel = hidden
                 .clone()
                 .select(0, int_tensor::<B, 1>(&mine, [mine.len()], device));
-            let out: Tensor<B, 2> = head.forward(sel);
+            let out: Tensor<B, 2> = task.classifier.head_scores(sel);
             let c = out.dims()[1];
             let data = out
                 .into_data()

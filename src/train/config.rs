@@ -325,7 +325,7 @@ impl TrainConfig {
         if let Some(lr) = self.head_lr {
             if !self.head.is_linear() {
                 return bad(
-                    "`head_lr` applies to a linear head only (head = \"linear\" or \"cls\")".into(),
+                    "`head_lr` applies to a trained head only (head = \"linear\", \"cls\" or \"verbalizer\")".into(),
                 );
             }
             if !(lr > 0.0 && lr.is_finite()) {

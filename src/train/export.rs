@@ -149,6 +149,7 @@ pub fn export_run<B: crate::model::kernels::Kernels>(
             num_heads,
             head: head.is_some(),
             head_on_cls: head.is_some() && config.head == Head::Cls,
+            head_on_transform: head.is_some() && config.head == Head::Verbalizer,
         },
         vectors,
         prefix,

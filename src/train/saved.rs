@@ -119,6 +119,7 @@ fn with_trained_parts<B: Backend>(
         mut deep,
         mut head,
         head_on_cls,
+        head_on_transform,
         class_bias,
     } = model;
     if let Some(p) = &prompt {
@@ -148,6 +149,7 @@ fn with_trained_parts<B: Backend>(
         deep,
         head,
         head_on_cls,
+        head_on_transform,
         class_bias,
     })
 }

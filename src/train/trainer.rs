@@ -24,7 +24,7 @@ use super::saved::{TrainerState, restore, restore_best, save_best, save_checkpoi
 use super::step::loss_and_grads;
 use crate::classifier::{
     CONTENT_FREE_TEXTS, Calibration, Head, PromptClassifier, argmax, content_free_inputs,
-    linear_head_init, prior_bias, score_all,
+    linear_head_init, prior_bias, score_all, verbalizer_head_init,
 };
 use crate::error::{Error, Result};
 use crate::model::bert::BertForMaskedLM;
@@ -154,14 +154,20 @@ fn init_model<B: TrainBackend>(
                 .expect("the LM's own activations have the prefix shape")
         }
     });
-    let head = c.head.is_linear().then(|| {
-        linear_head_init(
+    let head = match c.head {
+        Head::Mlm => None,
+        Head::Verbalizer => Some(verbalizer_head_init(
+            &lm,
+            &prepared.verbalizer.word_ids,
+            device,
+        )),
+        Head::Linear | Head::Cls => Some(linear_head_init(
             lm.hidden_size(),
             prepared.verbalizer.n_classes(),
             &mut StdRng::seed_from_u64(mix(c.seed, HEAD_STREAM)),
             device,
-        )
-    });
+        )),
+    };
     let lm = if c.lm_trains() { lm } else { lm.no_grad() };
     PromptClassifier {
         lm,
@@ -169,6 +175,7 @@ fn init_model<B: TrainBackend>(
         deep,
         head,
         head_on_cls: c.head == Head::Cls,
+        head_on_transform: c.head == Head::Verbalizer,
         class_bias: None,
     }
 }

@@ -101,6 +101,7 @@ pub fn zero_shot_adapter(dir: &Path, max_len: usize) -> PathBuf {
             num_heads: 0,
             head: false,
             head_on_cls: false,
+            head_on_transform: false,
         },
         vectors: Vec::new(),
         prefix: Vec::new(),
