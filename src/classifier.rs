@@ -31,7 +31,8 @@ pub struct PromptClassifier<B: Backend> {
     /// Deep prompts: trainable keys and values in every layer (P-tuning v2).
     pub deep: Option<DeepPrompt<B>>,
     /// `Some`: classes are read by this linear layer `[hidden → classes]` at the first
-    /// `[MASK]` (or at `[CLS]`, see `head_on_cls`); `None`: by the MLM head through the label
+    /// `[MASK]` (or at `[CLS]`, see `head_on_cls`; through the MLM head's transform, see
+    /// `head_on_transform`); `None`: by the MLM head through the label
     /// words.
     pub head: Option<Linear<B>>,
     /// The linear head reads the `[CLS]` hidden state (each row's first position) instead of
@@ -64,7 +65,8 @@ pub enum Head {
 }
 
 impl Head {
-    /// A trainable linear head (on `[MASK]` or `[CLS]`) rather than the label words.
+    /// A trained linear head (on `[MASK]`, on `[CLS]` or on the MLM head's transform of the
+    /// `[MASK]` state) rather than the label words.
     pub fn is_linear(self) -> bool {
         matches!(self, Head::Linear | Head::Cls | Head::Verbalizer)
     }

@@ -56,12 +56,42 @@ fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The largest absolute difference between two tables of class scores, row by row.
+fn max_row_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "row count mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| max_abs_diff(x, y))
+        .fold(0.0, f32::max)
+}
+
+/// The shipped backbone (on the default CPU device) and its tokenizer.
+fn zh_mini_on_cpu() -> (
+    ptune::model::bert::BertForMaskedLM<B>,
+    ptune::tokenizer::BertTokenizer,
+) {
+    let dir = ModelDir::open(&zh_mini()).unwrap();
+    (
+        dir.load::<B>(&Default::default()).unwrap(),
+        dir.tokenizer().unwrap(),
+    )
+}
+
+/// Two prompt vectors, a 3-token prefix and a linear head, described by `info`.
+fn headed(info: AdapterInfo) -> Adapter {
+    Adapter {
+        info,
+        vectors: values(2 * 256, 3, 0.05),
+        prefix: values(3 * 2048, 4, 1.0),
+        head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
+        class_bias: None,
+    }
+}
+
 #[test]
 fn mixed_task_batches_equal_single_task_scoring() {
     let device = Default::default();
-    let dir = ModelDir::open(&zh_mini()).unwrap();
-    let lm = dir.load::<B>(&device).unwrap();
-    let tok = dir.tokenizer().unwrap();
+    let (lm, tok) = zh_mini_on_cpu();
     let adapters = [
         Adapter {
             info: info("[P]*4 [MASK] [P]*4 {text}", "0=不,1=很", 8, 0, false),
@@ -77,35 +107,17 @@ fn mixed_task_batches_equal_single_task_scoring() {
             head: None,
             class_bias: None,
         },
-        Adapter {
-            info: info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true),
-            vectors: values(2 * 256, 3, 0.05),
-            prefix: values(3 * 2048, 4, 1.0),
-            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
-            class_bias: None,
-        },
+        headed(info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)),
         // the same prompts and head, read at [CLS]: the next check sees it differ
-        Adapter {
-            info: AdapterInfo {
-                head_on_cls: true,
-                ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
-            },
-            vectors: values(2 * 256, 3, 0.05),
-            prefix: values(3 * 2048, 4, 1.0),
-            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
-            class_bias: None,
-        },
+        headed(AdapterInfo {
+            head_on_cls: true,
+            ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
+        }),
         // and read through the MLM head's transform (a verbalizer head)
-        Adapter {
-            info: AdapterInfo {
-                head_on_transform: true,
-                ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
-            },
-            vectors: values(2 * 256, 3, 0.05),
-            prefix: values(3 * 2048, 4, 1.0),
-            head: Some((values(2 * 256, 5, 0.1), vec![0.1, -0.2])),
-            class_bias: None,
-        },
+        headed(AdapterInfo {
+            head_on_transform: true,
+            ..info("[P]*2[MASK]{text}", "neg=不,pos=很", 2, 3, true)
+        }),
         Adapter {
             info: info("[MASK]*2满意。{text}", "0=不太,1=非常", 0, 0, false),
             vectors: Vec::new(),
@@ -186,9 +198,7 @@ fn mixed_task_batches_equal_single_task_scoring() {
 #[test]
 fn batches_padded_past_their_longest_row_score_and_train_the_same() {
     let device = Default::default();
-    let dir = ModelDir::open(&zh_mini()).unwrap();
-    let lm = dir.load::<B>(&device).unwrap();
-    let tok = dir.tokenizer().unwrap();
+    let (lm, tok) = zh_mini_on_cpu();
     let texts = [
         "物流很快，包装完好",
         "质量太差，再也不买了，客服也不理人",
@@ -227,11 +237,7 @@ fn batches_padded_past_their_longest_row_score_and_train_the_same() {
             c.class_scores(&batch, words, &device),
             c.class_scores(&wide, words, &device),
         );
-        let worst = narrow_scores
-            .iter()
-            .zip(&wide_scores)
-            .map(|(a, b)| max_abs_diff(a, b))
-            .fold(0.0f32, f32::max);
+        let worst = max_row_diff(&narrow_scores, &wide_scores);
         assert!(worst <= 1e-5, "{template}: scores differ by {worst:e}");
         let loss = |b: &ptune::data::Batch| c.loss(b, None, &device).into_scalar();
         let (a, b) = (loss(&batch), loss(&wide));
@@ -249,9 +255,7 @@ fn batches_padded_past_their_longest_row_score_and_train_the_same() {
 #[test]
 fn a_verbalizer_head_starts_as_the_label_words() {
     let device = Default::default();
-    let dir = ModelDir::open(&zh_mini()).unwrap();
-    let lm = dir.load::<B>(&device).unwrap();
-    let tok = dir.tokenizer().unwrap();
+    let (lm, tok) = zh_mini_on_cpu();
     let texts = ["物流很快，包装完好", "质量太差，再也不买了", "一般般吧"];
     for (template, labels, n_prompts, prefix_len) in [
         ("[MASK]满意。{text}", "0=不,1=很", 0, 0),
@@ -278,11 +282,7 @@ fn a_verbalizer_head_starts_as_the_label_words() {
         headed.head_on_transform = true;
         let want = task.classifier.class_scores(&batch, words, &device);
         let got = headed.class_scores(&batch, words, &device);
-        let worst = want
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| max_abs_diff(a, b))
-            .fold(0.0f32, f32::max);
+        let worst = max_row_diff(&want, &got);
         assert!(worst <= 1e-5, "{template}: scores differ by {worst:e}");
         headed.head_on_transform = false;
         let untransformed = headed.class_scores(&batch, words, &device);

@@ -246,7 +246,8 @@ impl<B: Kernels> MixedTasks<B> {
                 scores[i] = with_bias(raw, task.classifier.class_bias.as_deref());
             }
         }
-        // linear-head rows: each task's head on its rows' first [MASK] (or [CLS])
+        // linear-head rows: each task's head on its rows' first [MASK] (or [CLS]; through the
+        // MLM head's transform for a verbalizer head, see `head_scores`)
         for (t, task) in self.tasks.iter().enumerate() {
             if task.classifier.head.is_none() {
                 continue;
