@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::classifier::{PromptClassifier, linear_head_from_tensors};
+use crate::classifier::{Head, PromptClassifier, linear_head_from_tensors};
 use crate::error::{Error, Result, read_file, write_atomic};
 use crate::model::ModelDir;
 use crate::model::bert::BertForMaskedLM;
@@ -128,6 +128,30 @@ pub fn fingerprint<B: Backend>(model_dir: &ModelDir, lm: &BertForMaskedLM<B>) ->
         }
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl AdapterInfo {
+    /// Where the classifier reads the class, from the file's three head fields (checked on
+    /// read: `head_on_cls` and `head_on_transform` need `head` and exclude each other).
+    pub fn head_kind(&self) -> Head {
+        match (self.head, self.head_on_cls, self.head_on_transform) {
+            (false, ..) => Head::Mlm,
+            (true, true, _) => Head::Cls,
+            (true, false, true) => Head::Verbalizer,
+            (true, false, false) => Head::Linear,
+        }
+    }
+
+    /// This description with its three head fields set for `kind` (the inverse of
+    /// [`AdapterInfo::head_kind`]).
+    pub fn with_head_kind(self, kind: Head) -> Self {
+        AdapterInfo {
+            head: kind.is_linear(),
+            head_on_cls: kind == Head::Cls,
+            head_on_transform: kind == Head::Verbalizer,
+            ..self
+        }
+    }
 }
 
 impl Adapter {
@@ -439,8 +463,7 @@ impl Adapter {
                 prompt,
                 deep,
                 head,
-                head_on_cls: self.info.head_on_cls,
-                head_on_transform: self.info.head_on_transform,
+                head_kind: self.info.head_kind(),
                 class_bias,
             },
             template,

@@ -30,17 +30,14 @@ pub struct PromptClassifier<B: Backend> {
     pub prompt: Option<PromptEncoder<B>>,
     /// Deep prompts: trainable keys and values in every layer (P-tuning v2).
     pub deep: Option<DeepPrompt<B>>,
-    /// `Some`: classes are read by this linear layer `[hidden → classes]` at the first
-    /// `[MASK]` (or at `[CLS]`, see `head_on_cls`; through the MLM head's transform, see
-    /// `head_on_transform`); `None`: by the MLM head through the label
-    /// words.
+    /// `Some`: classes are read by this linear layer `[hidden → classes]` where `head_kind`
+    /// says; `None`: by the MLM head through the label words.
     pub head: Option<Linear<B>>,
-    /// The linear head reads the `[CLS]` hidden state (each row's first position) instead of
-    /// the first `[MASK]`'s.
-    pub head_on_cls: bool,
-    /// The linear head reads the MLM head's transform (dense, GELU, LayerNorm) of the state
-    /// instead of the state itself ([`Head::Verbalizer`]).
-    pub head_on_transform: bool,
+    /// Where the linear head reads: [`Head::Linear`] the first `[MASK]`'s hidden state,
+    /// [`Head::Cls`] the `[CLS]` state (each row's first position), [`Head::Verbalizer`] the
+    /// MLM head's transform (dense, GELU, LayerNorm) of the first `[MASK]`'s state.
+    /// Invariant: [`Head::is_linear`] iff `head` is `Some` ([`Head::Mlm`] without a head).
+    pub head_kind: Head,
     /// Added to the label-word class scores (MLM head only): contextual calibration, see
     /// [`content_free_bias`]. `None`: the scores as the LM gives them.
     pub class_bias: Option<Vec<f32>>,
@@ -106,15 +103,14 @@ impl<B: Backend> PromptClassifier<B> {
             prompt,
             deep: None,
             head: None,
-            head_on_cls: false,
-            head_on_transform: false,
+            head_kind: Head::Mlm,
             class_bias: None,
         }
     }
 
     /// The flat positions a linear head reads, one per row: the first `[MASK]`, or `[CLS]`.
     fn head_rows(&self, batch: &Batch) -> Vec<u32> {
-        if self.head_on_cls {
+        if self.head_kind == Head::Cls {
             (0..batch.batch_size)
                 .map(|i| (i * batch.seq_len) as u32)
                 .collect()
@@ -139,7 +135,7 @@ impl<B: Kernels> PromptClassifier<B> {
     /// Without a linear head.
     pub fn head_scores(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         let head = self.head.as_ref().expect("a linear head");
-        if self.head_on_transform {
+        if self.head_kind == Head::Verbalizer {
             head.forward(self.lm.head_transform(hidden))
         } else {
             head.forward(hidden)

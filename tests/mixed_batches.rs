@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use ptune::adapter::{Adapter, AdapterInfo, FORMAT, FORMAT_V2, Task};
-use ptune::classifier::verbalizer_head_init;
+use ptune::classifier::{Head, verbalizer_head_init};
 use ptune::model::ModelDir;
 use ptune::serve::mixed::MixedTasks;
 
@@ -279,12 +279,12 @@ fn a_verbalizer_head_starts_as_the_label_words() {
         let batch = ptune::data::Batch::unlabelled(&items, tok.pad_id);
         let mut headed = task.classifier.clone();
         headed.head = Some(verbalizer_head_init(&headed.lm, words, &device));
-        headed.head_on_transform = true;
+        headed.head_kind = Head::Verbalizer;
         let want = task.classifier.class_scores(&batch, words, &device);
         let got = headed.class_scores(&batch, words, &device);
         let worst = max_row_diff(&want, &got);
         assert!(worst <= 1e-5, "{template}: scores differ by {worst:e}");
-        headed.head_on_transform = false;
+        headed.head_kind = Head::Linear;
         let untransformed = headed.class_scores(&batch, words, &device);
         assert!(
             want.iter()
@@ -292,5 +292,14 @@ fn a_verbalizer_head_starts_as_the_label_words() {
                 .any(|(a, b)| max_abs_diff(a, b) > 1e-2),
             "{template}: the transform made no difference"
         );
+    }
+}
+
+#[test]
+fn every_head_kind_round_trips_through_the_adapter_fields() {
+    for kind in [Head::Mlm, Head::Linear, Head::Cls, Head::Verbalizer] {
+        let i = info("[MASK]{text}", "0=不,1=很", 0, 0, false).with_head_kind(kind);
+        assert_eq!(i.head, kind.is_linear(), "{i:?}");
+        assert_eq!(i.head_kind(), kind, "{i:?}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ptune::classifier::Head;
 use ptune::error::Result;
 use ptune::model::ModelDir;
 use ptune::model::tensors::StorageDType;
@@ -66,11 +67,11 @@ impl InferJob for Export {
             a.dtype,
             i.n_prompts,
             i.hidden_size,
-            match (i.head, i.head_on_cls, i.head_on_transform) {
-                (false, ..) => "",
-                (true, true, _) => ", linear head on [CLS]",
-                (true, _, true) => ", verbalizer head",
-                (true, ..) => ", linear head",
+            match i.head_kind() {
+                Head::Mlm => "",
+                Head::Cls => ", linear head on [CLS]",
+                Head::Verbalizer => ", verbalizer head",
+                Head::Linear => ", linear head",
             },
             i.template,
             i.labels,

@@ -8,7 +8,9 @@
 use burn::tensor::Tensor;
 
 use crate::adapter::{Prediction, Task};
-use crate::classifier::{EncoderInputs, argmax, int_tensor, softmax_row, splice_rows, with_bias};
+use crate::classifier::{
+    EncoderInputs, Head, argmax, int_tensor, softmax_row, splice_rows, with_bias,
+};
 use crate::data::Batch;
 use crate::error::Result;
 use crate::model::Kernels;
@@ -152,7 +154,7 @@ impl<B: Kernels> MixedTasks<B> {
         for (i, (t, e)) in rows.iter().enumerate() {
             let row = i * l;
             let last = *e.mask_positions.last().expect("templates have a [MASK]");
-            if self.tasks[*t].classifier.head_on_cls {
+            if self.tasks[*t].classifier.head_kind == Head::Cls {
                 // a [CLS] head reads the row's first position only
                 batch.mask_positions.extend((0..k).map(|_| row));
             } else {

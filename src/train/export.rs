@@ -133,6 +133,11 @@ pub fn export_run<B: crate::model::kernels::Kernels>(
     } else {
         (0, 0)
     };
+    let head_kind = if head.is_some() {
+        config.head
+    } else {
+        Head::Mlm
+    };
     Ok(Adapter {
         info: AdapterInfo {
             format: Adapter::format_for(prefix_len, head.is_some(), class_bias.is_some())
@@ -147,10 +152,11 @@ pub fn export_run<B: crate::model::kernels::Kernels>(
             prefix_len,
             num_layers,
             num_heads,
-            head: head.is_some(),
-            head_on_cls: head.is_some() && config.head == Head::Cls,
-            head_on_transform: head.is_some() && config.head == Head::Verbalizer,
-        },
+            head: false,
+            head_on_cls: false,
+            head_on_transform: false,
+        }
+        .with_head_kind(head_kind),
         vectors,
         prefix,
         head,

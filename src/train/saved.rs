@@ -118,8 +118,7 @@ fn with_trained_parts<B: Backend>(
         mut prompt,
         mut deep,
         mut head,
-        head_on_cls,
-        head_on_transform,
+        head_kind,
         class_bias,
     } = model;
     if let Some(p) = &prompt {
@@ -148,8 +147,7 @@ fn with_trained_parts<B: Backend>(
         prompt,
         deep,
         head,
-        head_on_cls,
-        head_on_transform,
+        head_kind,
         class_bias,
     })
 }

@@ -174,8 +174,7 @@ fn init_model<B: TrainBackend>(
         prompt,
         deep,
         head,
-        head_on_cls: c.head == Head::Cls,
-        head_on_transform: c.head == Head::Verbalizer,
+        head_kind: c.head, // `head` is Some exactly for the linear kinds
         class_bias: None,
     }
 }
